@@ -1,0 +1,60 @@
+# Two commands do everything: `make demo` and `make test`. Both create (or reuse) .venv in the checkout.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ucr-installed
+# CPU torch: this wheel version lies on local disk here (pip's find-links); elsewhere the PyTorch CPU index serves it.
+TORCH_CPU_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: demo test test-slow test-all bench venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "[setup] CUDA found: installing the default torch build"; \
+		$(PY) -m pip install -q "torch>=2.4"; \
+	elif $(PY) -c "import torch" 2>/dev/null; then \
+		echo "[setup] torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+		echo "[setup] no CUDA: installing a CPU build of torch"; \
+		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)+cpu" \
+		  || $(PY) -m pip install -q torch --index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+# FluidSynth (system library) renders the synthetic data; installed where the machine allows it.
+system-deps:
+	@if $(PYTHON) -c "import ctypes.util,sys; sys.exit(0 if ctypes.util.find_library('fluidsynth') else 1)"; then \
+		true; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "[setup] installing libfluidsynth3 with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null) \
+		  || echo "[setup] WARNING: could not install libfluidsynth3; synthetic rendering will fail"; \
+	else \
+		echo "[setup] WARNING: FluidSynth library not found; install libfluidsynth3 (Debian/Ubuntu) or fluid-synth (brew)"; \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/ucr demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) tests/benchmarks/bench_codec.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,153 @@
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ucr.codec import MDCTCodec, LatentStats, build_codec
+from ucr.codec.encodec import EncodecCodec, WeightsNotFoundError, load_encodec_model
+from ucr.config import CodecConfig
+
+
+# ---------------------------------------------------------------------------------------------- MDCT
+@pytest.mark.parametrize("length", [320 * 75, 24000 * 2 + 123, 321])
+def test_mdct_perfect_reconstruction(length):
+    codec = MDCTCodec()
+    wave = torch.randn(3, 1, length, generator=torch.Generator().manual_seed(length))
+    latent = codec.encode(wave)
+    assert latent.shape == (3, 320, -(-length // 320))
+    decoded = codec.decode(latent)
+    assert decoded.shape == (3, 1, latent.shape[-1] * 320)
+    error = (decoded[..., :length] - wave).norm() / wave.norm()
+    assert error < 1e-5
+    if decoded.shape[-1] > length:
+        assert decoded[..., length:].abs().max() < 1e-5  # the zero padding comes back as zeros
+
+
+def test_mdct_framing_matches_encodec():
+    codec = MDCTCodec()
+    assert codec.sample_rate == 24000 and codec.frame_rate == 75.0 and codec.channels == 320
+
+
+def test_mdct_is_linear_and_orthogonal():
+    codec = MDCTCodec()
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, 24000, generator=gen), torch.randn(2, 1, 24000, generator=gen)
+    za, zb, zab = codec.encode(a), codec.encode(b), codec.encode(a + 0.5 * b)
+    assert (zab - (za + 0.5 * zb)).abs().max() < 1e-4
+    # orthogonal transform: energy is preserved (Parseval)
+    assert codec.encode(a).norm() / a.norm() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_mdct_band_follows_frequency():
+    codec = MDCTCodec()
+    t = torch.arange(24000) / 24000
+    for freq in (300.0, 3000.0):
+        latent = codec.encode(torch.sin(2 * torch.pi * freq * t)[None, None])
+        band = latent[0].pow(2).mean(-1).argmax().item()
+        assert abs((band + 0.5) * 24000 / (2 * 320) - freq) < 40  # band k is centred on (k + 1/2) * sr / 2N
+
+
+def test_shape_errors():
+    codec = MDCTCodec()
+    with pytest.raises(ValueError, match=r"\[B, 1, L\]"):
+        codec.encode(torch.zeros(2, 2, 640))
+    with pytest.raises(ValueError, match="zero-length"):
+        codec.encode(torch.zeros(1, 1, 0))
+    with pytest.raises(ValueError, match=r"\[B, 320, T\]"):
+        codec.decode(torch.zeros(1, 128, 10))
+
+
+# ---------------------------------------------------------------------------------------------- EnCodec
+def test_encodec_shapes_rate_determinism(tiny_encodec):
+    codec = EncodecCodec(tiny_encodec)
+    assert codec.sample_rate == 24000 and codec.frame_rate == 75.0 and codec.hop_length == 320
+    wave = torch.randn(2, 1, 24000 + 100, generator=torch.Generator().manual_seed(1)) * 0.1
+    latent = codec.encode(wave)
+    assert latent.shape == (2, 16, 76)
+    assert torch.equal(latent, codec.encode(wave))  # deterministic
+    assert codec.decode(latent).shape == (2, 1, 76 * 320)
+    assert not latent.requires_grad
+
+
+def test_encodec_quantized_vs_continuous(tiny_encodec):
+    wave = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(2)) * 0.1
+    quantized = EncodecCodec(tiny_encodec, latent_kind="quantized", bandwidth=24.0)
+    continuous = EncodecCodec(tiny_encodec, latent_kind="continuous")
+    coarse = EncodecCodec(tiny_encodec, latent_kind="quantized", bandwidth=1.5)
+    zq, zc, z_coarse = quantized.encode(wave), continuous.encode(wave), coarse.encode(wave)
+    assert zq.shape == zc.shape == z_coarse.shape
+    assert not torch.allclose(zq, zc)
+    assert not torch.allclose(zq, z_coarse)  # 2 codebooks vs 32
+    assert torch.allclose(zc, tiny_encodec.encoder(wave), atol=1e-6)
+    assert len({quantized.fingerprint, continuous.fingerprint, coarse.fingerprint}) == 3
+
+
+def test_encodec_segments_bound_memory_and_agree(tiny_encodec):
+    wave = torch.randn(1, 1, 24000 * 2, generator=torch.Generator().manual_seed(3)) * 0.1
+    whole = EncodecCodec(tiny_encodec, latent_kind="continuous", segment_seconds=600)
+    pieces = EncodecCodec(tiny_encodec, latent_kind="continuous", segment_seconds=0.5, context_seconds=0.5)
+    assert len(list(pieces._segments(150))) == 4
+    z_whole, z_pieces = whole.encode(wave), pieces.encode(wave)
+    assert z_pieces.shape == z_whole.shape
+    assert ((z_pieces - z_whole).norm() / z_whole.norm()) < 0.05
+    y_whole, y_pieces = whole.decode(z_whole), pieces.decode(z_whole)
+    assert y_pieces.shape == y_whole.shape
+
+
+def test_encodec_save_and_load_through_real_loader(tiny_encodec, tmp_path):
+    folder = tmp_path / "encodec_tiny"
+    tiny_encodec.save_pretrained(str(folder))
+    wave = torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(4)) * 0.1
+    original = EncodecCodec(tiny_encodec)
+    loaded = build_codec(CodecConfig(name="encodec", weights=str(folder)))
+    assert torch.equal(original.encode(wave), loaded.encode(wave))
+    assert original.fingerprint == loaded.fingerprint
+
+
+def test_missing_weights_fail_fast_with_remedy(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_encodec_model("facebook/encodec_24khz")
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert "huggingface-cli download facebook/encodec_24khz" in message
+    assert "codec.weights" in message and "HF_HUB_OFFLINE" in message and "codec.name=mdct" in message
+    with pytest.raises(WeightsNotFoundError, match="no config.json"):
+        load_encodec_model(str(tmp_path))
+
+
+def test_missing_weights_fail_fast_with_network_allowed(tmp_path):
+    """Without HF_HUB_OFFLINE the loader probes the hub once (bounded) instead of retrying for a minute."""
+    code = ("import time, sys\n"
+            "from ucr.codec.encodec import load_encodec_model, WeightsNotFoundError\n"
+            "t = time.monotonic()\n"
+            "try:\n    load_encodec_model('facebook/encodec_24khz')\nexcept WeightsNotFoundError:\n"
+            "    print(time.monotonic() - t); sys.exit(0)\n"
+            "sys.exit(3)\n")
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode == 3:
+        pytest.skip("the hub is reachable from this machine: weights downloaded")
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip().splitlines()[-1]) < 5
+
+
+# ---------------------------------------------------------------------------------------------- normalisation stats
+def test_latent_stats_standardise_per_channel():
+    gen = torch.Generator().manual_seed(5)
+    scale = torch.tensor([1.0, 10.0, 0.1])[:, None]
+    offset = torch.tensor([0.0, -3.0, 5.0])[:, None]
+    batches = [torch.randn(4, 3, 50, generator=gen) * scale + offset for _ in range(5)]
+    stats = LatentStats.from_latents(batches)
+    np.testing.assert_allclose(stats.mean, [0.0, -3.0, 5.0], atol=1.5)  # se of channel 1: 10/sqrt(1000)
+    np.testing.assert_allclose(stats.std, [1.0, 10.0, 0.1], rtol=0.1)
+    normalised = stats.normalize(torch.cat(batches))
+    np.testing.assert_allclose(normalised.mean((0, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(normalised.std((0, 2), unbiased=False), 1, atol=1e-4)
+    assert torch.allclose(stats.denormalize(normalised), torch.cat(batches), atol=1e-4)
+    assert LatentStats.from_dict(stats.to_dict()) == stats
+    with pytest.raises(ValueError, match="channels"):
+        stats.normalize(torch.zeros(1, 4, 10))

@@ -1,0 +1,3 @@
+"""UCR: unsupervised composable audio representations."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,177 @@
+"""Reading, writing and conditioning waveforms (soundfile for I/O, soxr for resampling; no torchaudio).
+
+Waveforms are float32 numpy arrays shaped ``[channels, L]``. Every reader error is a ``ValueError`` that names the
+file and the reason, so a data job can skip the file, count it and go on.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ucr import storage
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open_bytes(uri: str) -> bytes:
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise AudioError(f"{uri}: file not found") from None
+    if not data:
+        raise AudioError(f"{uri}: the file is empty (0 bytes)")
+    return data
+
+
+def info(uri: str) -> AudioInfo:
+    """Header facts without decoding the samples."""
+    data = _open_bytes(uri)
+    try:
+        meta = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{uri}: not a readable audio file ({err})") from None
+    return AudioInfo(int(meta.samplerate), int(meta.channels), int(meta.frames))
+
+
+def read(uri: str, sample_rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Decode ``uri`` (any format libsndfile reads: wav, flac, ogg, ...) to float32 ``[channels, L]``.
+
+    ``sample_rate``: resample to it when given. ``mono``: average the channels into one.
+    Raises :class:`AudioError` for empty, non-audio, truncated, zero-length or non-finite files.
+    Returns ``(wave [1 or channels, L], sample_rate)``.
+    """
+    return decode_bytes(_open_bytes(uri), name=uri, sample_rate=sample_rate, mono=mono)
+
+
+def _wav_missing_bytes(data: bytes) -> int:
+    """Bytes the RIFF header of a WAV file promises beyond what is there (0 when complete or not a WAV)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    position = 12
+    while position + 8 <= len(data):
+        chunk_id, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
+        if chunk_id == b"data":
+            return max(0, position + 8 + size - len(data))
+        position += 8 + size + (size & 1)
+    return 0
+
+
+def decode_bytes(data: bytes, name: str = "upload", sample_rate: int | None = None,
+                 mono: bool = True) -> tuple[np.ndarray, int]:
+    """Like :func:`read` for bytes already in memory (HTTP uploads)."""
+    if not data:
+        raise AudioError(f"{name}: the file is empty (0 bytes)")
+    missing = _wav_missing_bytes(data)
+    if missing:
+        raise AudioError(f"{name}: truncated file (the WAV header promises {missing} more bytes of samples)")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            declared = handle.frames
+            rate = int(handle.samplerate)
+            wave = handle.read(dtype="float32", always_2d=True).T
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{name}: not a readable audio file ({err})") from None
+    if wave.shape[1] == 0:
+        raise AudioError(f"{name}: the file holds no samples (zero length)")
+    if declared > 0 and wave.shape[1] < declared:
+        raise AudioError(f"{name}: truncated file (header declares {declared} frames, {wave.shape[1]} read)")
+    check_finite(wave, name)
+    if mono:
+        wave = to_mono(wave)
+    if sample_rate is not None and sample_rate != rate:
+        wave, rate = resample(wave, rate, sample_rate), sample_rate
+    return np.ascontiguousarray(wave, dtype=np.float32), rate
+
+
+def encode_bytes(wave: np.ndarray, sample_rate: int, format: str = "WAV", subtype: str | None = None) -> bytes:
+    """``[channels, L]`` or ``[L]`` float -> encoded file bytes (WAV float32 by default, or FLAC/OGG)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 1:
+        wave = wave[None]
+    if wave.ndim != 2:
+        raise ValueError(f"expected a waveform [channels, L], got shape {wave.shape}")
+    format = format.upper()
+    if subtype is None:
+        subtype = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS"}.get(format)
+    if format in ("FLAC", "OGG"):
+        wave = np.clip(wave, -1.0, 1.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave.T, sample_rate, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
+def write(uri: str, wave: np.ndarray, sample_rate: int) -> None:
+    """Atomically write a waveform; the format follows the extension (.wav float32, .flac 24-bit, .ogg)."""
+    suffix = str(uri).rsplit(".", 1)[-1].upper()
+    format = {"WAV": "WAV", "FLAC": "FLAC", "OGG": "OGG"}.get(suffix)
+    if format is None:
+        raise ValueError(f"{uri}: unsupported extension; use .wav, .flac or .ogg")
+    storage.write_bytes(uri, encode_bytes(wave, sample_rate, format=format))
+
+
+def check_finite(wave: np.ndarray, name: str = "audio") -> None:
+    if not np.isfinite(wave).all():
+        bad = int((~np.isfinite(wave)).sum())
+        raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite")
+
+
+def to_mono(wave: np.ndarray) -> np.ndarray:
+    """``[channels, L]`` -> ``[1, L]`` (mean over channels)."""
+    if wave.ndim != 2:
+        raise ValueError(f"expected [channels, L], got shape {wave.shape}")
+    return wave.mean(axis=0, keepdims=True) if wave.shape[0] > 1 else wave
+
+
+def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality). ``[channels, L] -> [channels, L']``."""
+    if orig_rate == target_rate:
+        return wave
+    if orig_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+    out = soxr.resample(np.ascontiguousarray(wave.T, dtype=np.float32), orig_rate, target_rate, quality="HQ")
+    return np.ascontiguousarray(np.atleast_2d(out.T), dtype=np.float32)
+
+
+def peak(wave: np.ndarray) -> float:
+    return float(np.max(np.abs(wave))) if wave.size else 0.0
+
+
+def rms(wave: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    value = np.sqrt(np.mean(np.square(wave, dtype=np.float64), axis=axis))
+    return float(value) if axis is None else value
+
+
+def rms_db(wave: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (a simple loudness check; -inf for silence)."""
+    level = rms(wave)
+    return float(20 * np.log10(level)) if level > 0 else float("-inf")
+
+
+def is_silent(wave: np.ndarray, threshold_db: float = -80.0) -> bool:
+    return rms_db(wave) < threshold_db
+
+
+def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad the last axis to ``length``."""
+    if wave.shape[-1] >= length:
+        return wave[..., :length]
+    pad = [(0, 0)] * (wave.ndim - 1) + [(0, length - wave.shape[-1])]
+    return np.pad(wave, pad)

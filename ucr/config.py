@@ -1,0 +1,411 @@
+"""Experiment configuration: frozen dataclasses, YAML presets, ``--set`` overrides, flat dicts.
+
+Config is data. Every section is a frozen dataclass validated in ``__post_init__``; an invalid value raises a
+``ValueError`` that names the field (``model.n_components``) and the allowed range. Presets are YAML files shipped in
+``ucr/presets/`` that override the defaults section by section; command lines add ``--set section.field=value``.
+``to_flat_dict`` / ``from_flat_dict`` give the ``{"model.n_components": 2, ...}`` form that MLflow and Tune use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+# ----------------------------------------------------------------------------------------------------------------------
+# validation helpers (one place: every section uses them, so messages read the same everywhere)
+
+
+def _in_range(name: str, value: float, low: float | None = None, high: float | None = None,
+              low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{name} = {value!r} is out of range; allowed: {left}{lo}, {hi}]")
+
+
+def _is_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    _in_range(name, value, low, high)
+
+
+def _one_of(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} = {value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _positive_ints(name: str, values: Sequence[int], min_len: int = 1) -> None:
+    if len(values) < min_len or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a list of at least {min_len} positive integers, got {list(values)!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The frozen latent codec (part 1)."""
+
+    name: str = "mdct"  # "encodec" (pretrained EnCodec 24 kHz via transformers) or "mdct" (exact, no download)
+    weights: str = "facebook/encodec_24khz"  # EnCodec weights: hub id, local folder, s3:// folder, or "random"
+    latent_kind: str = "quantized"  # EnCodec: "quantized" (RVQ codes dequantized, the paper) or "continuous"
+    bandwidth: float = 24.0  # EnCodec kbps for the quantized latent; 24 kbps = 32 codebooks (the paper)
+    segment_seconds: float = 20.0  # long audio is encoded/decoded in segments of this length (bounded memory)
+    normalize_latents: bool = False  # per-channel standardisation with statistics computed from the training data
+
+    def __post_init__(self) -> None:
+        _one_of("codec.name", self.name, ["encodec", "mdct"])
+        _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
+        _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])
+        _in_range("codec.segment_seconds", self.segment_seconds, 1.0, 600.0)
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ValueError("codec.weights must be a hub id, a folder, an s3:// URI or 'random'")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which audio, which sources, how it is cut (part 2)."""
+
+    root: str = "data/synth_drums_bass"  # dataset folder or s3:// URI in the Slakh2100 (or MUSDB18-HQ) layout
+    layout: str = "slakh"  # "slakh" or "musdb"
+    sources: tuple[str, ...] = ("Drums", "Bass")  # Slakh inst_class names (or MUSDB stem names)
+    mix: str = "mean"  # training mixture = mean of the sources (the paper) or their "sum"
+    sample_rate: int = 24000  # audio is resampled to the codec's rate; kept here so caches can check it
+    chunk_seconds: float = 7.0  # 7 s = 525 latent frames at 75 Hz (the paper)
+    silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter)
+    crop_frames: int = 512  # training crops in latent frames (the paper)
+    cache: str = ""  # latent cache URI; empty = "<root>_latents/<codec fingerprint>"
+
+    def __post_init__(self) -> None:
+        _one_of("data.layout", self.layout, ["slakh", "musdb"])
+        _one_of("data.mix", self.mix, ["mean", "sum"])
+        if not self.sources or not all(isinstance(s, str) and s for s in self.sources):
+            raise ValueError(f"data.sources must be a non-empty list of names, got {self.sources!r}")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"data.sources has duplicates: {list(self.sources)}")
+        _is_int("data.sample_rate", self.sample_rate, 8000, 192000)
+        _in_range("data.chunk_seconds", self.chunk_seconds, 0.5, 60.0)
+        _in_range("data.silence_rms", self.silence_rms, 0.0, 1.0)
+        _is_int("data.crop_frames", self.crop_frames, 8, 100000)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The decomposer: K unshared encoders, one shared U-Net decoder, mean composition (part 3)."""
+
+    n_components: int = 2  # K
+    encoder_channels: tuple[int, ...] = (256, 512)  # hidden widths of each component encoder (C -> ... -> 1)
+    component_channels: int = 1  # channels of each z_k (the paper's bottleneck: 1 x T)
+    unet_channels: tuple[int, ...] = (128, 128, 256, 256, 512)  # U-Net width per level (paper); stride 2 between
+    blocks_per_level: int = 1  # residual blocks per U-Net level
+    attention_levels: tuple[int, ...] = (4,)  # U-Net levels (0-based) with self-attention; paper: deepest only
+    attention_heads: int = 4
+    embedding_dim: int = 128  # noise-level embedding (sinusoidal + MLP), injected by FiLM
+    dropout: float = 0.1
+    groupnorm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        _is_int("model.n_components", self.n_components, 1, 16)
+        _positive_ints("model.encoder_channels", self.encoder_channels, min_len=0)
+        _is_int("model.component_channels", self.component_channels, 1, 64)
+        _positive_ints("model.unet_channels", self.unet_channels, min_len=1)
+        _is_int("model.blocks_per_level", self.blocks_per_level, 1, 8)
+        for level in self.attention_levels:
+            _is_int("model.attention_levels[]", level, 0, len(self.unet_channels) - 1)
+        _is_int("model.attention_heads", self.attention_heads, 1, 64)
+        _is_int("model.embedding_dim", self.embedding_dim, 8, 4096)
+        _in_range("model.dropout", self.dropout, 0.0, 0.9)
+        _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
+        bad = [c for c in self.unet_channels if c % self.groupnorm_groups]
+        if bad:
+            raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "
+                             f"model.groupnorm_groups = {self.groupnorm_groups}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """IADB (Heitz et al. 2023) settings shared by the decoder and the prior."""
+
+    sampler_steps: int = 50  # deterministic sampler steps at inference (the paper: 50)
+    alpha_schedule: str = "uniform"  # training distribution of alpha: "uniform" (the paper)
+
+    def __post_init__(self) -> None:
+        _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
+        _one_of("diffusion.alpha_schedule", self.alpha_schedule, ["uniform"])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The framework-agnostic training loop (part 3); Ray Train wraps the same loop (part 5)."""
+
+    steps: int = 267000  # optimiser steps (the paper: ~500 epochs of Slakh drums+bass)
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 = no clipping (the paper)
+    ema_decay: float = 0.0  # 0 = no EMA (the paper)
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
+    num_workers: int = 0  # DataLoader workers
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); the checkpoint is still written
+
+    def __post_init__(self) -> None:
+        _is_int("train.steps", self.steps, 1, 10**9)
+        _is_int("train.batch_size", self.batch_size, 1, 65536)
+        _in_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
+        _in_range("train.weight_decay", self.weight_decay, 0.0, 1.0)
+        _is_int("train.warmup_steps", self.warmup_steps, 0, 10**9)
+        _in_range("train.grad_clip", self.grad_clip, 0.0)
+        _in_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
+        _is_int("train.seed", self.seed, 0, 2**31 - 1)
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ValueError(f"train.device = {self.device!r} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
+        _is_int("train.num_workers", self.num_workers, 0, 64)
+        _is_int("train.log_every", self.log_every, 1, 10**9)
+        _is_int("train.checkpoint_every", self.checkpoint_every, 1, 10**9)
+        _is_int("train.keep_checkpoints", self.keep_checkpoints, 1, 1000)
+        _in_range("train.max_minutes", self.max_minutes, 0.0)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The masked diffusion prior over the stacked component latents (part 4)."""
+
+    unet_channels: tuple[int, ...] = (64, 128, 256, 512)  # after the K input channels (the paper: [K,64,128,256,512])
+    attention_levels: tuple[int, ...] = (3,)
+    dropout: float = 0.1
+    all_masked_prob: float = 0.5  # probability of the all-masked (unconditional) mask; others uniform (the intent)
+    steps: int = 100000
+    batch_size: int = 64
+    lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _positive_ints("prior.unet_channels", self.unet_channels)
+        for level in self.attention_levels:
+            _is_int("prior.attention_levels[]", level, 0, len(self.unet_channels) - 1)
+        _in_range("prior.dropout", self.dropout, 0.0, 0.9)
+        _in_range("prior.all_masked_prob", self.all_masked_prob, 0.0, 1.0)
+        _is_int("prior.steps", self.steps, 1, 10**9)
+        _is_int("prior.batch_size", self.batch_size, 1, 65536)
+        _in_range("prior.lr", self.lr, 0.0, 1.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one experiment needs. Build with :func:`load_config`."""
+
+    name: str = "default"
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.replace("-", "_").replace(".", "_").isidentifier():
+            raise ValueError(f"name = {self.name!r}: use letters, digits, '_', '-' or '.'")
+        if self.data.crop_frames > round(self.data.chunk_seconds * 75) and self.data.chunk_seconds > 0:
+            raise ValueError(f"data.crop_frames = {self.data.crop_frames} is longer than a chunk "
+                             f"({self.data.chunk_seconds} s = {round(self.data.chunk_seconds * 75)} frames at 75 Hz)")
+        downsample = 2 ** (len(self.model.unet_channels) - 1)
+        if self.data.crop_frames % downsample:
+            raise ValueError(f"data.crop_frames = {self.data.crop_frames} must be divisible by {downsample} "
+                             f"(2 ** (len(model.unet_channels) - 1))")
+
+    # -- conversions ---------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (tuples become lists) — what YAML files and checkpoints hold."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """``{"model.n_components": 2, ...}``; lists stay lists (MLflow params, Tune spaces)."""
+        flat: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                for sub, subvalue in value.items():
+                    flat[f"{key}.{sub}"] = subvalue
+            else:
+                flat[key] = value
+        return flat
+
+    @classmethod
+    def from_dict(cls, nested: Mapping[str, Any]) -> "ExperimentConfig":
+        return _build(cls, nested, prefix="")
+
+    @classmethod
+    def from_flat_dict(cls, flat: Mapping[str, Any]) -> "ExperimentConfig":
+        return cls.from_dict(_unflatten(flat))
+
+    def replace(self, **flat_overrides: Any) -> "ExperimentConfig":
+        """A copy with ``{"model.n_components": 3}``-style overrides applied and validated."""
+        merged = self.to_flat_dict()
+        for key, value in flat_overrides.items():
+            _check_key(key)
+            merged[key] = value
+        return ExperimentConfig.from_flat_dict(merged)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig) if f.name != "name"}
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """YAML/CLI values into the declared field type (ints for floats, lists for tuples)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(f"{name}[]", item_type, v) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, nested: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(nested, Mapping):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {nested!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(nested) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[prefix + u for u in unknown]}; valid keys here: "
+                         f"{[prefix + v for v in valid]}")
+    kwargs: dict[str, Any] = {}
+    for key, value in nested.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, hint, value)
+    return cls(**kwargs)
+
+
+def _check_key(key: str) -> None:
+    if key == "name":
+        return
+    section, _, sub = key.partition(".")
+    classes = _section_classes()
+    if section not in classes or not sub:
+        raise ValueError(f"unknown config key {key!r}; keys look like 'section.field' with section in "
+                         f"{['name'] + list(classes)}")
+    valid = [f.name for f in dataclasses.fields(classes[section])]
+    if sub not in valid:
+        raise ValueError(f"unknown config key {key!r}; valid fields of {section!r}: {valid}")
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        _check_key(key)
+        if "." in key:
+            section, sub = key.split(".", 1)
+            nested.setdefault(section, {})[sub] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# presets and overrides
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``ucr/presets``."""
+    folder = resources.files("ucr") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_preset(preset: str) -> dict[str, Any]:
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    else:
+        if preset not in list_presets():
+            raise ValueError(f"unknown preset {preset!r}; shipped presets: {list_presets()} "
+                             f"(or give a path to a .yaml file)")
+        text = (resources.files("ucr") / "presets" / f"{preset}.yaml").read_text()
+    loaded = yaml.safe_load(text) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"preset {preset!r} must be a YAML mapping of sections")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.n_components=3"`` -> ``("model.n_components", 3)``; values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.field=value (e.g. model.n_components=3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    _check_key(key)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {text!r}: cannot parse value {raw!r} ({err})") from None
+    return key, value
+
+
+def load_config(preset: str = "demo", overrides: Sequence[str] | Mapping[str, Any] = ()) -> ExperimentConfig:
+    """A preset (shipped name or YAML path) with overrides applied, validated.
+
+    ``overrides`` is either ``["model.n_components=3", ...]`` (CLI form) or ``{"model.n_components": 3}``.
+    """
+    nested = _read_preset(preset)
+    pairs = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
+    flat_updates: dict[str, Any] = {}
+    for key, value in pairs:
+        _check_key(key)
+        flat_updates[key] = value
+    nested = _deep_merge(nested, _unflatten(flat_updates))
+    return ExperimentConfig.from_dict(nested)
