@@ -86,6 +86,44 @@ def cmd_codec_roundtrip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from ucr.data.synth import render_dataset
+
+    voices = tuple(args.voices.split(",")) if args.voices else None
+    summary = render_dataset(args.kind, args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
+                             soundfont=args.soundfont, voices=voices, progress=not args.quiet)
+    print(f"[synth] {summary.get('tracks')} track(s), {summary.get('seconds_of_audio', 0):.0f} s of audio "
+          f"in {summary.get('wall_seconds', 0):.1f} s -> {args.out}")
+    return 0
+
+
+def encode_settings(config, data_root: str, split: str, with_stems: bool | None, tracks_per_shard: int):
+    """EncodeSettings from a config's data section (one place: the CLI and the Ray jobs use it)."""
+    from ucr.data.latents import EncodeSettings
+
+    return EncodeSettings(data_root=data_root, layout=config.data.layout, split=split,
+                          sources=tuple(config.data.sources), mix=config.data.mix,
+                          sample_rate=config.data.sample_rate, chunk_seconds=config.data.chunk_seconds,
+                          silence_rms=config.data.silence_rms,
+                          with_stems=(split != "train") if with_stems is None else with_stems,
+                          tracks_per_shard=tracks_per_shard)
+
+
+def cmd_data_encode(args: argparse.Namespace) -> int:
+    from ucr.codec import build_codec
+    from ucr.data.latents import encode_split
+
+    overrides = list(args.overrides) + ([f"codec.name={args.codec}"] if args.codec else [])
+    from ucr.config import load_config
+
+    config = load_config(args.preset, overrides)
+    settings = encode_settings(config, args.data or config.data.root, args.split, args.with_stems,
+                               args.tracks_per_shard)
+    manifest = encode_split(settings, build_codec(config.codec), args.out, progress=not args.quiet)
+    print(f"[encode] manifest: {args.out}/manifest.json ({manifest['num_chunks']} chunks)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ucr.demo import run_demo
 
@@ -129,6 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--bandwidth", type=float, default=24.0, help="EnCodec kbps for quantized latents")
     rt.add_argument("--out", metavar="OUT", help="write the decoded audio here")
     rt.set_defaults(handler=cmd_codec_roundtrip)
+
+    data = commands.add_parser("data", help="synthetic data and the latent cache")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data_commands.required = True
+    synth = data_commands.add_parser("synth", help="render a Slakh-layout synthetic dataset through a GM soundfont")
+    synth.add_argument("--kind", choices=["drums_bass", "chorales"], default="drums_bass")
+    synth.add_argument("--tracks", type=int, default=20)
+    synth.add_argument("--seconds", type=float, default=30.0, help="length of each track")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--soundfont", help="a .sf2 file (default: the GM soundfont shipped with pretty_midi)")
+    synth.add_argument("--voices", help="chorales: comma-separated voices, e.g. soprano,bass")
+    synth.add_argument("--out", required=True, help="output folder or s3:// URI")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(handler=cmd_data_synth)
+    encode = data_commands.add_parser("encode", help="encode a split into a resumable latent cache")
+    encode.add_argument("--data", help="dataset root (folder or s3://); default: data.root of the preset")
+    encode.add_argument("--split", default="train")
+    encode.add_argument("--codec", choices=["encodec", "mdct"], help="overrides codec.name of the preset")
+    encode.add_argument("--out", required=True, help="cache folder or s3:// URI")
+    encode.add_argument("--with-stems", dest="with_stems", action="store_true", default=None,
+                        help="also store stem latents and reference waveforms (default: on except for train)")
+    encode.add_argument("--no-stems", dest="with_stems", action="store_false")
+    encode.add_argument("--tracks-per-shard", type=int, default=8)
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(encode)
+    encode.set_defaults(handler=cmd_data_encode)
 
     return parser
 
