@@ -124,6 +124,36 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ucr.train.tasks import build_decomposer_trainer
+
+    config = _config_from(args)
+    trainer = build_decomposer_trainer(config, args.data or config.data.cache, args.out, supervised=args.supervised,
+                                       progress=not args.quiet)
+    if not args.no_resume and trainer.resume_if_possible():
+        print(f"[train] resuming {args.out} from step {trainer.step}")
+    result = trainer.fit(resume=False)
+    state = "stopped early (train.max_minutes)" if result.stopped_early else "done"
+    print(f"[train] {state} at step {result.step}; loss {result.metrics.get('loss', float('nan')):.4f}; "
+          f"model: {result.final_uri}")
+    return 0
+
+
+def cmd_separate(args: argparse.Namespace) -> int:
+    from ucr import audio, storage
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    wave, rate = audio.read(args.input, mono=False)
+    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed)
+    stem = args.input.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    for k, component in enumerate(result.components):
+        uri = storage.join(args.out, f"{stem}_component{k}.wav")
+        audio.write(uri, component[None], result.sample_rate)
+        print(f"[separate] component {k}: {uri}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ucr.demo import run_demo
 
@@ -167,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--bandwidth", type=float, default=24.0, help="EnCodec kbps for quantized latents")
     rt.add_argument("--out", metavar="OUT", help="write the decoded audio here")
     rt.set_defaults(handler=cmd_codec_roundtrip)
+
+    train = commands.add_parser("train", help="train the decomposer in-process (resumes an existing run)")
+    train.add_argument("--data", help="latent cache URI of the training split (default: data.cache of the preset)")
+    train.add_argument("--out", required=True, help="run folder (local or s3://): checkpoints and final.pt")
+    train.add_argument("--supervised", action="store_true",
+                       help="train the supervised reference (each source's latent is its component's target; "
+                            "needs a cache encoded --with-stems)")
+    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(train)
+    train.set_defaults(handler=cmd_train)
+
+    separate = commands.add_parser("separate", help="separate an audio file into its K components")
+    separate.add_argument("input", metavar="IN", help="audio file (any rate, mono or stereo; local or s3://)")
+    separate.add_argument("--model", required=True, help="checkpoint file or run folder (local or s3://)")
+    separate.add_argument("--out", required=True, help="output folder: one WAV per component")
+    separate.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50, the paper)")
+    separate.add_argument("--seed", type=int, default=0)
+    separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    separate.set_defaults(handler=cmd_separate)
 
     data = commands.add_parser("data", help="synthetic data and the latent cache")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")

@@ -294,11 +294,11 @@ class LatentCache:
 
     # -- deterministic sampling -------------------------------------------------------------------------------------
     def sample_batch(self, step: int, batch_size: int, crop_frames: int, seed: int = 0,
-                     key: str = "mixture", shard_window: int | None = None, steps_per_window: int = 200
-                     ) -> torch.Tensor:
+                     key: str | tuple[str, ...] = "mixture", shard_window: int | None = None,
+                     steps_per_window: int = 200) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Random crops for optimiser step ``step``: a pure function of ``(seed, step)``, so resuming from a
         checkpoint at any step replays the same data. Returns ``[B, C, crop]`` (``key="mixture"``) or
-        ``[B, S, C, crop]`` (``key="stems"``).
+        ``[B, S, C, crop]`` (``key="stems"``); a tuple of keys gives a tuple of such tensors (same chunks and crops).
 
         With ``shard_window`` (streaming from object storage), only that many shards are active at a time; the
         window moves every ``steps_per_window`` steps along a seeded permutation of the shards.
@@ -322,8 +322,13 @@ class LatentCache:
                 pool = np.arange(self.num_chunks)
             indices = pool[generator.integers(0, len(pool), size=batch_size)]
         offsets = generator.integers(0, frames - crop_frames + 1, size=batch_size)
-        crops = [self.item(int(i))[key][..., o:o + crop_frames] for i, o in zip(indices, offsets)]
-        return torch.stack(crops)
+        keys = (key,) if isinstance(key, str) else tuple(key)
+        items = [self.item(int(i)) for i in indices]
+        if keys[0] not in items[0]:
+            raise ValueError(f"the latent cache at {self.uri} has no {keys[0]!r}; encode with --with-stems")
+        batches = tuple(torch.stack([item[k][..., o:o + crop_frames] for item, o in zip(items, offsets)])
+                        for k in keys)
+        return batches[0] if isinstance(key, str) else batches
 
 
 class LatentCropDataset(torch.utils.data.IterableDataset):

@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import SR
+from ucr.codec import MDCTCodec
+from ucr.config import load_config
+from ucr.data.latents import EncodeSettings, encode_split
+from ucr.decomposer import Decomposer, build_decomposer
+from ucr.pipeline import Pipeline, crossfade_weights
+from ucr.train import checkpoint as ckpt
+from ucr.train.tasks import build_decomposer_trainer
+
+
+@pytest.fixture
+def train_cache(slakh_root, tmp_path):
+    out = str(tmp_path / "cache_train")
+    settings = EncodeSettings(data_root=str(slakh_root), layout="slakh", split="train", sources=("Drums", "Bass"),
+                              mix="mean", sample_rate=SR, chunk_seconds=0.5, silence_rms=0.01, with_stems=True,
+                              tracks_per_shard=2)
+    encode_split(settings, MDCTCodec(), out, progress=False)
+    return out
+
+
+def tiny(**overrides):
+    return load_config("smoke", overrides)
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
+
+
+# ------------------------------------------------------------------------------------------------ model
+def test_shapes_and_mean_composition():
+    model = build_decomposer(tiny().model, latent_channels=8)
+    x = torch.randn(3, 8, 16)
+    z = model.components(x)
+    assert z.shape == (3, 2, 1, 16)
+    parts = model.denoise_each(x, torch.rand(3), z)
+    assert parts.shape == (3, 2, 8, 16)
+    torch.testing.assert_close(model.compose(parts), (parts[:, 0] + parts[:, 1]) / 2)
+    assert model(x, generator=torch.Generator().manual_seed(0)).shape == (3,)
+    assert model.separate(torch.randn(2, 8, 21), steps=2).shape == (2, 2, 8, 21)  # any T
+    with pytest.raises(ValueError, match=r"\[B, 8, T\]"):
+        model.loss(torch.randn(2, 7, 16))
+
+
+def test_loss_decreases_on_a_tiny_overfit_problem():
+    torch.manual_seed(0)
+    model = build_decomposer(tiny(**{"model.dropout": 0.0}).model, latent_channels=8)
+    x = torch.randn(4, 8, 16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(150):
+        loss = model(x, generator=torch.Generator().manual_seed(step % 4)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
+
+
+def test_supervised_loss_targets_each_source():
+    model = build_decomposer(tiny().model, latent_channels=8)
+    sources = torch.randn(2, 2, 8, 16)
+    loss = model(sources.mean(1), sources, generator=torch.Generator().manual_seed(0))
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    with pytest.raises(ValueError, match="n_components"):
+        model(sources.mean(1), torch.randn(2, 3, 8, 16))
+
+
+def test_normalisation_statistics_are_applied_and_saved():
+    from ucr.codec import LatentStats
+
+    stats = LatentStats(tuple(float(i) for i in range(8)), (2.0,) * 8)
+    model = build_decomposer(tiny().model, latent_channels=8, stats=stats)
+    x = torch.randn(1, 8, 16)
+    torch.testing.assert_close(model.denormalize(model.normalize(x)), x)
+    assert "latent_mean" in model.state_dict()
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def test_exact_resume(train_cache, tmp_path):
+    config = tiny(**{"train.steps": 6, "train.checkpoint_every": 3, "train.ema_decay": 0.9,
+                     "train.warmup_steps": 2, "train.grad_clip": 1.0})
+    straight = build_decomposer_trainer(config, train_cache, str(tmp_path / "a"), progress=False)
+    straight.fit()
+    halfway = build_decomposer_trainer(config.replace(**{"train.steps": 3}), train_cache, str(tmp_path / "b"),
+                                       progress=False)
+    halfway.fit()
+    torch.manual_seed(12345)  # disturb the global RNG: resume must not depend on it
+    resumed = build_decomposer_trainer(config, train_cache, str(tmp_path / "b"), progress=False)
+    assert resumed.resume_if_possible() and resumed.step == 3
+    resumed.fit(resume=False)
+    assert resumed.step == 6
+    torch.testing.assert_close(weights(resumed.module), weights(straight.module), rtol=0, atol=0)
+    torch.testing.assert_close(weights(resumed.ema.model), weights(straight.ema.model), rtol=0, atol=0)
+
+
+def test_checkpoints_describe_themselves_and_are_pruned(train_cache, tmp_path):
+    config = tiny(**{"train.steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 2})
+    logged = []
+    from ucr.train.loop import Hooks
+
+    trainer = build_decomposer_trainer(config, train_cache, str(tmp_path / "run"), progress=False,
+                                       hooks=Hooks(on_log=lambda step, m: logged.append((step, m))))
+    result = trainer.fit()
+    assert [s for s, _ in ckpt.step_checkpoints(str(tmp_path / "run"))] == [4, 6]
+    payload = ckpt.load(str(tmp_path / "run"))
+    assert payload["kind"] == "decomposer" and payload["step"] == 6
+    assert payload["config"]["model"]["n_components"] == 2
+    assert payload["codec"]["fingerprint"] == MDCTCodec().fingerprint
+    assert {"model", "optimizer", "rng", "sources"} <= set(payload)
+    assert [s for s, _ in logged] == [2, 4, 6] and {"loss", "lr", "steps_per_sec"} <= set(logged[0][1])
+    assert result.final_uri.endswith("final.pt")
+
+
+def test_supervised_reference_trains(train_cache, tmp_path):
+    trainer = build_decomposer_trainer(tiny(), train_cache, str(tmp_path / "sup"), supervised=True, progress=False)
+    trainer.fit()
+    assert ckpt.load(str(tmp_path / "sup"))["kind"] == "supervised"
+
+
+def test_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "x.pt"
+    bogus.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a UCR checkpoint"):
+        ckpt.load(str(bogus))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        ckpt.load(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+@pytest.fixture
+def pipeline(train_cache, tmp_path):
+    build_decomposer_trainer(tiny(), train_cache, str(tmp_path / "run"), progress=False).fit()
+    return Pipeline.from_checkpoint(str(tmp_path / "run"))
+
+
+def test_separate_any_length_and_rate(pipeline):
+    rng = np.random.default_rng(0)
+    for seconds, rate, channels in [(0.3, SR, 1), (2.3, 44100, 2)]:
+        wave = rng.normal(size=(channels, int(seconds * rate))).astype(np.float32) * 0.1
+        result = pipeline.separate(wave, rate, steps=2)
+        assert result.components.shape[0] == 2 and abs(result.components.shape[1] - seconds * SR) <= 1
+        assert np.isfinite(result.components).all()
+    again = pipeline.separate(wave, 44100, steps=2)
+    np.testing.assert_array_equal(again.components, result.components)  # seeded
+
+
+def test_separate_bad_input(pipeline):
+    with pytest.raises(ValueError, match="silent"):
+        pipeline.separate(np.zeros(SR, dtype=np.float32), SR)
+    with pytest.raises(ValueError, match="too short"):
+        pipeline.separate(np.ones(100, dtype=np.float32), SR)
+    nan = np.ones(SR, dtype=np.float32)
+    nan[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.separate(nan, SR)
+    with pytest.raises(ValueError, match="steps"):
+        pipeline.separate(np.ones(SR, dtype=np.float32), SR, steps=0)
+    with pytest.raises(ValueError, match=r"\[L\] or \[channels, L\]"):
+        pipeline.separate(np.ones((1, 1, SR), dtype=np.float32), SR)
+
+
+def test_crossfade_weights_sum_to_one_over_overlaps():
+    first = crossfade_weights(8, 4, True, False)
+    second = crossfade_weights(8, 4, False, True)
+    torch.testing.assert_close(first[4:] + second[:4], torch.ones(4))
+    assert first[0] == 1 and second[-1] == 1
+
+
+def test_windowed_separation_matches_single_window_for_a_linear_model(pipeline):
+    """With a model whose output ignores context (zeroed decoder -> constant), windows must stitch seamlessly."""
+    latent = torch.randn(320, 100)
+    for parameter in pipeline.model.decoder.parameters():
+        torch.nn.init.zeros_(parameter)
+    long = pipeline.separate_latent(latent, steps=1, window_frames=16, overlap_frames=4)
+    single = pipeline.separate_latent(latent, steps=1, window_frames=128)
+    torch.testing.assert_close(long, single)

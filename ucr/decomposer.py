@@ -1,0 +1,160 @@
+"""The decomposition model (Bindi & Esling 2024): K encoders, one shared diffusion decoder, mean composition.
+
+Training sees mixtures only::
+
+    z      = encoders(x)                       x [B, C, T] (normalised mixture latent) -> z [B, K, Cz, T]
+    x_a    = a x + (1 - a) eps                 IADB blend, a ~ U(0, 1)
+    x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
+    loss   = |x_hat - x|^2                     x0-prediction
+
+Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
+component k's latent. With the paper's mean mixing (mixture = mean of the sources), component k estimates a source at
+its own scale. The ``supervised`` loss trains the same architecture with each source's latent as the target of its
+own component: the ceiling of what this architecture reaches with labels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ucr.codec.stats import LatentStats
+from ucr.diffusion import iadb
+from ucr.nn.encoders import ComponentEncoders
+from ucr.nn.unet1d import UNet1d
+
+
+class Decomposer(nn.Module):
+    def __init__(self, latent_channels: int, n_components: int, encoder_channels=(256, 512),
+                 component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
+                 attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
+                 groupnorm_groups: int = 8, stats: LatentStats | None = None) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.n_components = n_components
+        self.time_multiple = 2 ** (len(unet_channels) - 1)
+        self.encoders = ComponentEncoders(latent_channels, n_components, hidden=tuple(encoder_channels),
+                                          out_channels=component_channels)
+        self.decoder = UNet1d(latent_channels, latent_channels, channels=tuple(unet_channels),
+                              blocks_per_level=blocks_per_level, attention_levels=tuple(attention_levels),
+                              attention_heads=attention_heads, embedding_dim=embedding_dim,
+                              cond_channels=component_channels, dropout=dropout, groups=groupnorm_groups)
+        stats = stats or LatentStats.identity(latent_channels)
+        if stats.channels != latent_channels:
+            raise ValueError(f"latent statistics have {stats.channels} channels, the codec has {latent_channels}")
+        self.register_buffer("latent_mean", torch.tensor(stats.mean, dtype=torch.float32)[:, None])  # [C, 1]
+        self.register_buffer("latent_std", torch.tensor(stats.std, dtype=torch.float32)[:, None])  # [C, 1]
+
+    # -- normalisation (per channel, statistics from the training data; identity when disabled) ----------------------
+    def normalize(self, latent: torch.Tensor) -> torch.Tensor:
+        return (latent - self.latent_mean) / self.latent_std
+
+    def denormalize(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent * self.latent_std + self.latent_mean
+
+    def _check(self, x: torch.Tensor, name: str = "mixture") -> None:
+        if x.ndim != 3 or x.shape[1] != self.latent_channels:
+            raise ValueError(f"{name} must be a latent [B, {self.latent_channels}, T], got {tuple(x.shape)}")
+
+    # -- the model ---------------------------------------------------------------------------------------------------
+    def components(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]``."""
+        return self.encoders(x)
+
+    def denoise_each(self, x_alpha: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The shared decoder run once per component, as one batch.
+
+        ``x_alpha [B, C, T]`` (shared by all k) or ``[B, K, C, T]`` (one per k), ``alpha [B]``, ``z [B, K, Cz, T]``
+        -> clean-latent predictions ``[B, K, C, T]``.
+        """
+        B, K, Cz, T = z.shape
+        if x_alpha.ndim == 3:
+            x_alpha = x_alpha[:, None].expand(B, K, *x_alpha.shape[1:])  # [B, K, C, T]
+        C = x_alpha.shape[2]
+        flat_x = x_alpha.reshape(B * K, C, T)  # [B*K, C, T]
+        flat_alpha = alpha[:, None].expand(B, K).reshape(B * K)  # [B*K]
+        flat_z = z.reshape(B * K, Cz, T)  # [B*K, Cz, T]
+        return self.decoder(flat_x, flat_alpha, flat_z).reshape(B, K, C, T)
+
+    @staticmethod
+    def compose(parts: torch.Tensor) -> torch.Tensor:
+        """The fixed composition operator: the mean over components. ``[B, K, C, T] -> [B, C, T]``."""
+        return parts.mean(dim=1)
+
+    def loss(self, mixture: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unsupervised loss on raw mixture latents ``[B, C, T]`` -> per-example loss ``[B]``."""
+        self._check(mixture)
+        x = self.normalize(mixture)
+        z = self.components(x)  # [B, K, Cz, T]
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator)
+        prediction = self.compose(self.denoise_each(x_alpha, alpha, z))  # [B, C, T]
+        return iadb.x0_loss(prediction, x)
+
+    def supervised_loss(self, mixture: torch.Tensor, sources: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Supervised reference: component k is trained to generate source k.
+
+        ``mixture [B, C, T]``, ``sources [B, K, C, T]`` (raw latents, K = number of sources) -> ``[B]``.
+        """
+        self._check(mixture)
+        B, K, C, T = sources.shape
+        if K != self.n_components:
+            raise ValueError(f"supervised training needs n_components = number of sources ({K}), "
+                             f"got {self.n_components}")
+        z = self.components(self.normalize(mixture))
+        targets = self.normalize(sources)  # [B, K, C, T] (normalisation is per channel, broadcast over K)
+        x_alpha, alpha, _noise = iadb.training_inputs(targets.reshape(B, K * C, T), generator)
+        prediction = self.denoise_each(x_alpha.reshape(B, K, C, T), alpha, z)
+        return iadb.x0_loss(prediction, targets)
+
+    def forward(self, mixture: torch.Tensor, sources: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-example training loss ``[B]`` (unsupervised, or supervised when ``sources [B, K, C, T]`` is given).
+        The loss is ``forward`` so that DistributedDataParallel synchronises its gradients."""
+        if sources is None:
+            return self.loss(mixture, generator)
+        return self.supervised_loss(mixture, sources, generator)
+
+    # -- inference ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        """Raw mixture latents ``[B, C, T]`` -> component latents ``[B, K, C, T]`` (raw scale).
+
+        Each component is sampled with the decoder conditioned on its own z_k; all K run as one batch. Any T works
+        (padded to the U-Net's multiple internally).
+        """
+        self._check(mixture)
+        B, C, T = mixture.shape
+        pad = (-T) % self.time_multiple
+        x = nn.functional.pad(self.normalize(mixture), (0, pad), mode="replicate" if pad < T else "constant")
+        z = self.components(x)  # [B, K, Cz, T']
+        parts, _mixture = self.decode_components(z, steps, generator)  # [B, K, C, T']
+        return parts[..., :T]
+
+    @torch.no_grad()
+    def decode_components(self, z: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None
+                          ) -> torch.Tensor:
+        """Given component latents ``z [B, K, Cz, T]`` (e.g. from the prior), sample each component's latent and
+        return ``(parts [B, K, C, T], mixture [B, C, T])`` in raw scale; the mixture is their mean (composition)."""
+        B, K, Cz, T = z.shape
+        pad = (-T) % self.time_multiple
+        z = nn.functional.pad(z, (0, pad))
+        flat_z = z.reshape(B * K, Cz, T + pad)
+        device = z.device
+        noise = torch.randn((B * K, self.latent_channels, T + pad), generator=generator,
+                            device=generator.device if generator else device).to(device)
+        parts = iadb.sample(lambda x, a: self.decoder(x, a, flat_z), noise, steps)
+        parts = self.denormalize(parts.reshape(B, K, self.latent_channels, T + pad)[..., :T])
+        return parts, self.compose(parts)
+
+
+def build_decomposer(model_config, latent_channels: int, stats: LatentStats | None = None) -> Decomposer:
+    """The one place a :class:`ucr.config.ModelConfig` becomes a :class:`Decomposer`."""
+    return Decomposer(latent_channels=latent_channels, n_components=model_config.n_components,
+                      encoder_channels=model_config.encoder_channels,
+                      component_channels=model_config.component_channels,
+                      unet_channels=model_config.unet_channels, blocks_per_level=model_config.blocks_per_level,
+                      attention_levels=model_config.attention_levels,
+                      attention_heads=model_config.attention_heads, embedding_dim=model_config.embedding_dim,
+                      dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats)

@@ -1,0 +1,145 @@
+"""``Pipeline``: a trained model + its codec, ready to separate (and, with a prior, to generate and vary) audio.
+
+Used by the CLI, the Ray jobs and the Serve application; all the maths of a request goes through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ucr import audio
+from ucr.codec import LatentCodec, build_codec
+from ucr.codec.stats import LatentStats
+from ucr.config import ExperimentConfig
+from ucr.decomposer import Decomposer, build_decomposer
+from ucr.train import checkpoint as ckpt
+from ucr.train.loop import resolve_device
+
+MIN_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Separation:
+    components: np.ndarray  # [K, L] at sample_rate
+    sample_rate: int
+    steps: int
+
+
+def crossfade_weights(length: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
+    """Weights ``[length]`` for overlap-add: linear ramps over ``overlap`` frames on inner edges (they sum to 1)."""
+    weights = torch.ones(length)
+    if overlap > 0:
+        ramp = (torch.arange(overlap) + 0.5) / overlap
+        if not first:
+            weights[:overlap] = ramp
+        if not last:
+            weights[-overlap:] = ramp.flip(0)
+    return weights
+
+
+class Pipeline:
+    def __init__(self, model: Decomposer, codec: LatentCodec, config: ExperimentConfig, metadata: dict | None = None,
+                 device: torch.device | None = None, prior=None) -> None:
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.codec = codec.to(self.device)
+        self.config = config
+        self.metadata = metadata or {}
+        self.prior = prior
+
+    @property
+    def n_components(self) -> int:
+        return self.model.n_components
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @classmethod
+    def from_checkpoint(cls, uri: str, device: str = "cpu", use_ema: bool = True) -> "Pipeline":
+        """Rebuild from a checkpoint file or run folder (local or ``s3://``); the codec is rebuilt from the config
+        stored in the checkpoint and must produce the same fingerprint as the one the model was trained with."""
+        payload = ckpt.load(uri)
+        if payload["kind"] not in ("decomposer", "supervised"):
+            raise ValueError(f"{uri} holds a {payload['kind']!r} checkpoint, not a decomposer")
+        config = ExperimentConfig.from_dict(payload["config"])
+        codec = build_codec(config.codec)
+        trained_with = payload.get("codec", {}).get("fingerprint")
+        if trained_with and trained_with != codec.fingerprint:
+            raise ValueError(f"{uri} was trained on latents of codec {trained_with}, but the codec built from its "
+                             f"config is {codec.fingerprint}; point codec.weights at the same weights")
+        stats = LatentStats.from_dict(payload["stats"]) if payload.get("stats") else None
+        model = build_decomposer(config.model, codec.channels, stats)
+        weights = payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
+        model.load_state_dict(weights)
+        metadata = {"uri": uri, "kind": payload["kind"], "step": payload.get("step"),
+                    "sources": payload.get("sources")}
+        return cls(model, codec, config, metadata, device=resolve_device(device))
+
+    # -- input conditioning ------------------------------------------------------------------------------------------
+    def prepare(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Any ``[L]`` or ``[channels, L]`` float input -> mono ``[L]`` at the codec's rate; clear errors for input
+        that cannot be separated."""
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim == 1:
+            wave = wave[None]
+        if wave.ndim != 2:
+            raise ValueError(f"audio must be [L] or [channels, L], got shape {wave.shape}")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        audio.check_finite(wave, "input audio")
+        if wave.shape[1] < MIN_SECONDS * sample_rate:
+            raise ValueError(f"input audio is too short: {wave.shape[1] / sample_rate:.3f} s; need at least "
+                             f"{MIN_SECONDS} s")
+        wave = audio.to_mono(wave)
+        if sample_rate != self.sample_rate:
+            wave = audio.resample(wave, sample_rate, self.sample_rate)
+        if audio.is_silent(wave):
+            raise ValueError(f"input audio is silent (RMS {audio.rms_db(wave):.0f} dBFS); nothing to separate")
+        return wave[0]
+
+    # -- separation --------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
+                        overlap_frames: int | None = None, max_batch: int = 16) -> torch.Tensor:
+        """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``.
+
+        Long inputs are cut into windows of ``window_frames`` (default: the training crop) with ``overlap_frames``
+        of linear crossfade (default: a quarter window); windows run as batches. Component k always comes from
+        encoder k, so components stay consistent across windows.
+        """
+        C, T = latent.shape
+        window = window_frames or self.config.data.crop_frames
+        overlap = min(overlap_frames if overlap_frames is not None else window // 4, window // 2)
+        if T <= window:
+            starts = [0]
+            window = T
+        else:
+            hop = window - overlap
+            starts = list(range(0, T - window, hop)) + [T - window]
+        pieces = torch.stack([latent[:, s:s + window] for s in starts])  # [N, C, W]
+        generator = torch.Generator().manual_seed(seed)
+        parts = torch.cat([self.model.separate(pieces[i:i + max_batch].to(self.device), steps=steps,
+                                               generator=generator).cpu()
+                           for i in range(0, len(starts), max_batch)])  # [N, K, C, W]
+        total = torch.zeros(self.n_components, C, T)
+        weight = torch.zeros(T)
+        for index, start in enumerate(starts):
+            w = crossfade_weights(window, overlap, index == 0, index == len(starts) - 1)
+            total[..., start:start + window] += parts[index] * w
+            weight[start:start + window] += w
+        return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
+
+    def separate(self, wave: np.ndarray, sample_rate: int, steps: int = 50, seed: int = 0) -> Separation:
+        """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` -> :class:`Separation` with ``components [K, L]``
+        at the codec's rate (``L`` = the input's length after resampling)."""
+        if not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be in [1, 1000], got {steps}")
+        mono = self.prepare(wave, sample_rate)
+        latent = self.codec.encode(torch.from_numpy(mono)[None, None])[0]  # [C, T]
+        parts = self.separate_latent(latent, steps=steps, seed=seed)  # [K, C, T]
+        waves = self.codec.decode(parts)[:, 0, :len(mono)]  # [K, L]
+        return Separation(components=waves.numpy(), sample_rate=self.sample_rate, steps=steps)
