@@ -154,6 +154,23 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ucr.data.latents import resolve_cache
+    from ucr.evaluate import EvalOptions, evaluate
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    supervised = Pipeline.from_checkpoint(args.supervised, device=args.device) if args.supervised else None
+    curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
+    options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
+                          steps_curve=curve)
+    report = evaluate(pipeline, resolve_cache(args.data, args.split), args.out, options, supervised=supervised)
+    from ucr.evaluate import markdown_table
+
+    print(markdown_table(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ucr.demo import run_demo
 
@@ -217,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--seed", type=int, default=0)
     separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     separate.set_defaults(handler=cmd_separate)
+
+    evaluate = commands.add_parser("evaluate", help="separation report: the model against baselines")
+    evaluate.add_argument("--model", required=True, help="checkpoint file or run folder")
+    evaluate.add_argument("--data", required=True, help="latent cache URI (the split's cache, or a folder of splits)")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--out", required=True, help="report folder (local or s3://)")
+    evaluate.add_argument("--supervised", help="checkpoint of the supervised reference, to add to the table")
+    evaluate.add_argument("--steps", type=int, default=50)
+    evaluate.add_argument("--steps-curve", help="comma-separated step counts for the speed/quality curve, "
+                                                "e.g. 5,10,25,50")
+    evaluate.add_argument("--max-chunks", type=int, help="evaluate only the first N chunks")
+    evaluate.add_argument("--no-nmf", action="store_true", help="skip the NMF baseline")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     data = commands.add_parser("data", help="synthetic data and the latent cache")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")

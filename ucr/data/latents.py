@@ -202,6 +202,17 @@ def encode_split(settings: EncodeSettings, codec: LatentCodec, out: str, progres
     return manifest
 
 
+def resolve_cache(uri: str, split: str) -> str:
+    """``uri`` itself when it holds a manifest, else ``uri/<split>``."""
+    if storage.exists(storage.join(uri, "manifest.json")):
+        return uri
+    nested = storage.join(uri, split)
+    if storage.exists(storage.join(nested, "manifest.json")):
+        return nested
+    raise ValueError(f"no latent cache for split {split!r} at {uri} (looked for {uri}/manifest.json and "
+                     f"{nested}/manifest.json); create it with `ucr data encode --split {split} --out ...`")
+
+
 class LatentCache:
     """Read access to a finished cache: shard loading with a bounded LRU, deterministic batch sampling.
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from ucr.data.latents import LatentCache
+from ucr.data.latents import LatentCache, resolve_cache
 from ucr.decomposer import build_decomposer
 from ucr.train.loop import Hooks, Trainer, resolve_device
 
 
 def open_training_cache(cache_uri: str, config) -> LatentCache:
-    cache = LatentCache(cache_uri)
+    cache = LatentCache(resolve_cache(cache_uri, "train"))
     if cache.frames_per_chunk < config.data.crop_frames:
         raise ValueError(f"data.crop_frames = {config.data.crop_frames} but the cache at {cache_uri} holds chunks of "
                          f"{cache.frames_per_chunk} frames; lower data.crop_frames or re-encode with longer chunks")

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import SR
+from ucr.codec import MDCTCodec
+from ucr.config import load_config
+from ucr.data.latents import EncodeSettings, encode_split
+from ucr.evaluate import EvalOptions, evaluate, markdown_table
+from ucr.pipeline import Pipeline
+from ucr.train.tasks import build_decomposer_trainer
+
+
+@pytest.fixture
+def trained(slakh_root, tmp_path):
+    caches = {}
+    for split in ("train", "test"):
+        caches[split] = str(tmp_path / f"cache_{split}")
+        settings = EncodeSettings(data_root=str(slakh_root), layout="slakh", split=split,
+                                  sources=("Drums", "Bass"), mix="mean", sample_rate=SR, chunk_seconds=0.5,
+                                  silence_rms=0.01, with_stems=True, tracks_per_shard=2)
+        encode_split(settings, MDCTCodec(), caches[split], progress=False)
+    config = load_config("smoke")
+    build_decomposer_trainer(config, caches["train"], str(tmp_path / "run"), progress=False).fit()
+    build_decomposer_trainer(config, caches["train"], str(tmp_path / "sup"), supervised=True, progress=False).fit()
+    return caches, str(tmp_path / "run"), str(tmp_path / "sup")
+
+
+def test_report_has_every_method_reference_and_matching(trained, tmp_path):
+    caches, run, sup = trained
+    out = tmp_path / "report"
+    report = evaluate(Pipeline.from_checkpoint(run), caches["test"], str(out),
+                      EvalOptions(steps=2, nmf_iterations=20, window_seconds=0.25, hop_seconds=0.125,
+                                  steps_curve=(1, 2), curve_chunks=2),
+                      supervised=Pipeline.from_checkpoint(sup), log=lambda _: None)
+    methods = {r["method"] for r in report["results"]}
+    assert methods == {"ucr", "supervised reference", "mixture passthrough", "nmf", "oracle IRM", "codec ceiling"}
+    assert {r["reference"] for r in report["results"]} == {"original", "codec"}
+    assert {r["matching"] for r in report["results"] if r["method"] == "ucr"} == {"per-example", "fixed"}
+    # closed-form anchors: passthrough improves nothing; the exact codec's ceiling is near perfect
+    passthrough = [r for r in report["results"] if r["method"] == "mixture passthrough" and r["protocol"] == "whole"]
+    assert all(abs(r["si_sdri"]["mean"]) < 1e-6 for r in passthrough)
+    ceiling = [r for r in report["results"] if r["method"] == "codec ceiling" and r["protocol"] == "whole"]
+    assert all(r["si_sdr"]["mean"] > 60 for r in ceiling)
+    irm = [r for r in report["results"] if r["method"] == "oracle IRM" and r["protocol"] == "whole"
+           and r["reference"] == "original"]
+    assert all(r["si_sdri"]["mean"] > 3 for r in irm)
+    # per-example matching can only be at least as good as the fixed one
+    for protocol in ("whole",):
+        for reference in ("original",):
+            per, fixed = ([r["si_sdr"]["mean"] for r in report["results"] if r["method"] == "ucr"
+                           and r["matching"] == m and r["protocol"] == protocol and r["reference"] == reference]
+                          for m in ("per-example", "fixed"))
+            assert np.mean(per) >= np.mean(fixed) - 1e-9
+    assert len(report["steps_curve"]) == 2 and report["peak_memory_mb"] > 0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["n_chunks"] == report["n_chunks"] == 4
+    text = (out / "report.md").read_text()
+    assert "| ucr |" in text and "| nmf |" in text and "Codec-reconstructed" in text
+    assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "audio" / "example0" / "component1.wav").exists()
+    assert "SI-SDRI Drums" in markdown_table(report)
+
+
+def test_cache_without_stems_is_refused(trained, slakh_root, tmp_path):
+    caches, run, _ = trained
+    plain = str(tmp_path / "plain")
+    settings = EncodeSettings(data_root=str(slakh_root), layout="slakh", split="test", sources=("Drums", "Bass"),
+                              mix="mean", sample_rate=SR, chunk_seconds=0.5, silence_rms=0.01, with_stems=False,
+                              tracks_per_shard=2)
+    encode_split(settings, MDCTCodec(), plain, progress=False)
+    with pytest.raises(ValueError, match="with-stems"):
+        evaluate(Pipeline.from_checkpoint(run), plain, str(tmp_path / "r"), log=lambda _: None)
