@@ -1,0 +1,1 @@
+"""Datasets: readers (Slakh2100, MUSDB18-HQ), the synthetic renderer, the latent cache."""
