@@ -124,21 +124,94 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_hooks(quiet: bool, label: str):
+    """With the progress bar off, print one line per log interval (for log files)."""
+    from ucr.train.loop import Hooks
+
+    if not quiet:
+        return Hooks()
+
+    def on_log(step: int, metrics: dict) -> None:
+        print(f"[{label}] step {step} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+
+    return Hooks(on_log=on_log)
+
+
+def _run_trainer(trainer, args: argparse.Namespace, label: str) -> int:
+    if not args.no_resume and trainer.resume_if_possible():
+        print(f"[{label}] resuming {args.out} from step {trainer.step}")
+    result = trainer.fit(resume=False)
+    state = "stopped early (train.max_minutes)" if result.stopped_early else "done"
+    print(f"[{label}] {state} at step {result.step}; loss {result.metrics.get('loss', float('nan')):.4f}; "
+          f"model: {result.final_uri}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ucr.train.tasks import build_decomposer_trainer
 
     config = _config_from(args)
     trainer = build_decomposer_trainer(config, args.data or config.data.cache, args.out, supervised=args.supervised,
-                                       progress=not args.quiet)
-    if not args.no_resume and trainer.resume_if_possible():
-        print(f"[train] resuming {args.out} from step {trainer.step}")
-    result = trainer.fit(resume=False)
-    state = "stopped early (train.max_minutes)" if result.stopped_early else "done"
-    print(f"[train] {state} at step {result.step}; loss {result.metrics.get('loss', float('nan')):.4f}; "
-          f"model: {result.final_uri}")
+                                       progress=not args.quiet, hooks=_log_hooks(args.quiet, "train"))
+    return _run_trainer(trainer, args, "train")
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from ucr.train.tasks import build_prior_trainer
+
+    config = _config_from(args)
+    trainer = build_prior_trainer(config, args.decomposer, args.data or config.data.cache, args.out,
+                                  progress=not args.quiet, hooks=_log_hooks(args.quiet, "train-prior"))
+    return _run_trainer(trainer, args, "train-prior")
+
+
+def _write_outputs(out: str, prefix: str, result: dict) -> None:
+    from ucr import audio, storage
+
+    for b, mixture in enumerate(result["mixture"]):
+        name = f"{prefix}{b}" if len(result["mixture"]) > 1 else prefix
+        audio.write(storage.join(out, f"{name}_mixture.wav"), mixture[None], result["sample_rate"])
+        for k, component in enumerate(result["components"][b]):
+            audio.write(storage.join(out, f"{name}_component{k}.wav"), component[None], result["sample_rate"])
+        print(f"[{prefix}] {storage.join(out, name)}_mixture.wav (+ {len(result['components'][b])} components)")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    result = pipeline.generate(n=args.n, seconds=args.seconds, seed=args.seed, steps=args.steps)
+    _write_outputs(args.out, "generated", result)
     return 0
 
 
+def cmd_vary(args: argparse.Namespace) -> int:
+    from ucr import audio
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    wave, rate = audio.read(args.input, mono=False)
+    result = pipeline.vary(wave, rate, keep=args.keep, seed=args.seed, steps=args.steps, n=args.n)
+    _write_outputs(args.out, "variation", result)
+    return 0
+
+
+def cmd_recompose(args: argparse.Namespace) -> int:
+    from ucr import audio
+    from ucr.pipeline import Pipeline
+
+    labels = [chr(ord("A") + i) for i in range(len(args.inputs))]
+    take = {}
+    for spec in args.take:
+        component, _, label = spec.partition(":")
+        if not component.isdigit() or label not in labels:
+            raise ValueError(f"--take {spec!r} must look like COMPONENT:INPUT with INPUT in {labels}, e.g. 0:A")
+        take[int(component)] = labels.index(label)
+    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    waves = [audio.read(uri, mono=False) for uri in args.inputs]
+    result = pipeline.recompose(waves, take, seed=args.seed, steps=args.steps)
+    _write_outputs(args.out, "recomposed", result)
+    return 0
 def cmd_separate(args: argparse.Namespace) -> int:
     from ucr import audio, storage
     from ucr.pipeline import Pipeline
@@ -225,6 +298,42 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_args(train)
     train.set_defaults(handler=cmd_train)
+
+    prior = commands.add_parser("train-prior", help="train the masked prior over a trained decomposer's components")
+    prior.add_argument("--decomposer", required=True, help="decomposer checkpoint file or run folder")
+    prior.add_argument("--data", help="latent cache of the training split (default: data.cache of the preset)")
+    prior.add_argument("--out", required=True, help="run folder for the prior (its final.pt embeds the decomposer)")
+    prior.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
+    prior.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(prior)
+    prior.set_defaults(handler=cmd_train_prior)
+
+    def model_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model", required=True, help="prior checkpoint (file or run folder)")
+        sub.add_argument("--out", required=True, help="output folder")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps of the model)")
+        sub.add_argument("--device", default="cpu")
+
+    generate = commands.add_parser("generate", help="generate music unconditionally with the prior")
+    generate.add_argument("--n", type=int, default=1, help="number of excerpts")
+    generate.add_argument("--seconds", type=float, default=5.0)
+    model_args(generate)
+    generate.set_defaults(handler=cmd_generate)
+
+    vary = commands.add_parser("vary", help="keep some components of a mixture, regenerate the others")
+    vary.add_argument("input", metavar="IN", help="audio file")
+    vary.add_argument("--keep", type=int, action="append", required=True, help="component to keep (repeatable)")
+    vary.add_argument("--n", type=int, default=1, help="number of variations")
+    model_args(vary)
+    vary.set_defaults(handler=cmd_vary)
+
+    recompose = commands.add_parser("recompose", help="swap components between mixtures (A.wav B.wav ...)")
+    recompose.add_argument("inputs", nargs="+", metavar="IN", help="audio files, labelled A, B, ... in order")
+    recompose.add_argument("--take", action="append", required=True, metavar="K:INPUT",
+                           help="component K from input INPUT, e.g. --take 0:A --take 1:B")
+    model_args(recompose)
+    recompose.set_defaults(handler=cmd_recompose)
 
     separate = commands.add_parser("separate", help="separate an audio file into its K components")
     separate.add_argument("input", metavar="IN", help="audio file (any rate, mono or stereo; local or s3://)")

@@ -48,7 +48,7 @@ class Pipeline:
         self.codec = codec.to(self.device)
         self.config = config
         self.metadata = metadata or {}
-        self.prior = prior
+        self.prior = prior.to(self.device).eval() if prior is not None else None
 
     @property
     def n_components(self) -> int:
@@ -60,11 +60,21 @@ class Pipeline:
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str = "cpu", use_ema: bool = True) -> "Pipeline":
-        """Rebuild from a checkpoint file or run folder (local or ``s3://``); the codec is rebuilt from the config
-        stored in the checkpoint and must produce the same fingerprint as the one the model was trained with."""
+        """Rebuild from a checkpoint file or run folder (local or ``s3://``): a decomposer checkpoint (separation),
+        or a prior checkpoint, which embeds its decomposer (separation, generation, variation). The codec is rebuilt
+        from the stored config and must produce the fingerprint the model was trained with."""
         payload = ckpt.load(uri)
+        prior = None
+        if payload["kind"] == "prior":
+            from ucr.prior import build_prior
+
+            prior_config = ExperimentConfig.from_dict(payload["config"])
+            prior = build_prior(prior_config.prior, prior_config.model)
+            prior.load_state_dict(payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"])
+            prior.eval()
+            payload = {**payload["decomposer"], "ema": None}
         if payload["kind"] not in ("decomposer", "supervised"):
-            raise ValueError(f"{uri} holds a {payload['kind']!r} checkpoint, not a decomposer")
+            raise ValueError(f"{uri} holds a {payload['kind']!r} checkpoint, not a decomposer or prior")
         config = ExperimentConfig.from_dict(payload["config"])
         codec = build_codec(config.codec)
         trained_with = payload.get("codec", {}).get("fingerprint")
@@ -76,8 +86,8 @@ class Pipeline:
         weights = payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
         model.load_state_dict(weights)
         metadata = {"uri": uri, "kind": payload["kind"], "step": payload.get("step"),
-                    "sources": payload.get("sources")}
-        return cls(model, codec, config, metadata, device=resolve_device(device))
+                    "sources": payload.get("sources"), "has_prior": prior is not None}
+        return cls(model, codec, config, metadata, device=resolve_device(device), prior=prior)
 
     # -- input conditioning ------------------------------------------------------------------------------------------
     def prepare(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -143,3 +153,84 @@ class Pipeline:
         parts = self.separate_latent(latent, steps=steps, seed=seed)  # [K, C, T]
         waves = self.codec.decode(parts)[:, 0, :len(mono)]  # [K, L]
         return Separation(components=waves.numpy(), sample_rate=self.sample_rate, steps=steps)
+
+    # -- generation (needs the prior) ---------------------------------------------------------------------------------
+    MAX_GENERATE_SECONDS = 60.0
+
+    def _require_prior(self) -> None:
+        if self.prior is None:
+            raise ValueError("this model has no prior: train one with `ucr train-prior` and load its checkpoint")
+
+    def _decode_z(self, z: torch.Tensor, steps: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``z [B, K, Cz, T]`` -> (component waves ``[B, K, L]``, mixture waves ``[B, L]``)."""
+        parts, mixture = self.model.decode_components(z.to(self.device), steps=steps, generator=generator)
+        B, K, C, T = parts.shape
+        waves = self.codec.decode(parts.reshape(B * K, C, T).cpu()).reshape(B, K, -1)
+        return waves.numpy(), self.codec.decode(mixture.cpu())[:, 0].numpy()
+
+    def generate(self, n: int = 1, seconds: float = 5.0, seed: int = 0, steps: int | None = None,
+                 prior_steps: int | None = None) -> dict:
+        """Unconditional generation: the prior samples all K component latents, the decoder renders each, the
+        mixture is their mean (the composition operator). Returns ``{"components": [n, K, L], "mixture": [n, L],
+        "z": [n, K, Cz, T], "sample_rate"}``. Reproducible for a seed."""
+        self._require_prior()
+        if not 1 <= n <= 64:
+            raise ValueError(f"n must be in [1, 64], got {n}")
+        if not 0.1 <= seconds <= self.MAX_GENERATE_SECONDS:
+            raise ValueError(f"seconds must be in [0.1, {self.MAX_GENERATE_SECONDS:g}] (the prior generates a whole "
+                             f"excerpt at once; generate several and concatenate for longer audio), got {seconds}")
+        steps = steps or self.config.diffusion.sampler_steps
+        generator = torch.Generator().manual_seed(seed)
+        frames = self.codec.num_frames(int(round(seconds * self.sample_rate)))
+        z = self.prior.sample((n, frames), steps=prior_steps or steps, generator=generator)
+        components, mixture = self._decode_z(z, steps, generator)
+        length = int(round(seconds * self.sample_rate))
+        return {"components": components[..., :length], "mixture": mixture[..., :length], "z": z.cpu(),
+                "sample_rate": self.sample_rate}
+
+    def component_latents(self, wave: np.ndarray, sample_rate: int) -> tuple[torch.Tensor, int]:
+        """Audio -> (``z [1, K, Cz, T]``, length in samples at the codec rate)."""
+        mono = self.prepare(wave, sample_rate)
+        latent = self.codec.encode(torch.from_numpy(mono)[None, None]).to(self.device)  # [1, C, T]
+        with torch.no_grad():
+            z = self.model.components(self.model.normalize(latent))
+        return z, len(mono)
+
+    def vary(self, wave: np.ndarray, sample_rate: int, keep: list[int], seed: int = 0, steps: int | None = None,
+             n: int = 1) -> dict:
+        """Keep components ``keep`` of a real mixture and regenerate the others with the prior; ``n`` variations."""
+        self._require_prior()
+        bad = [k for k in keep if not 0 <= k < self.n_components]
+        if bad or len(set(keep)) != len(keep):
+            raise ValueError(f"keep must list distinct components in [0, {self.n_components - 1}], got {keep}")
+        if len(keep) == self.n_components:
+            raise ValueError("keeping every component leaves nothing to vary; keep fewer")
+        z, length = self.component_latents(wave, sample_rate)
+        if length > self.MAX_GENERATE_SECONDS * self.sample_rate:
+            raise ValueError(f"input longer than {self.MAX_GENERATE_SECONDS:g} s; cut it into excerpts")
+        steps = steps or self.config.diffusion.sampler_steps
+        generator = torch.Generator().manual_seed(seed)
+        keep_mask = torch.zeros(n, self.n_components, dtype=torch.bool)
+        keep_mask[:, keep] = True
+        varied = self.prior.sample(z.expand(n, *z.shape[1:]), keep=keep_mask, steps=steps, generator=generator)
+        components, mixture = self._decode_z(varied, steps, generator)
+        return {"components": components[..., :length], "mixture": mixture[..., :length], "z": varied.cpu(),
+                "original_z": z.cpu(), "sample_rate": self.sample_rate}
+
+    def recompose(self, waves: list[tuple[np.ndarray, int]], take: dict[int, int], seed: int = 0,
+                  steps: int | None = None) -> dict:
+        """Swap components between mixtures: ``take[k] = i`` uses component k of input i. Inputs are cut to the
+        shortest. No prior needed: the decoder renders the chosen z and the composition mixes them."""
+        if sorted(take) != list(range(self.n_components)):
+            raise ValueError(f"take must name a source input for every component 0..{self.n_components - 1}, "
+                             f"got {sorted(take)}")
+        if any(not 0 <= i < len(waves) for i in take.values()):
+            raise ValueError(f"take refers to inputs {sorted(set(take.values()))}, but {len(waves)} were given")
+        encoded = [self.component_latents(wave, rate) for wave, rate in waves]
+        frames = min(z.shape[-1] for z, _ in encoded)
+        length = min(n for _, n in encoded)
+        z = torch.stack([encoded[take[k]][0][0, k, :, :frames] for k in range(self.n_components)])[None]
+        steps = steps or self.config.diffusion.sampler_steps
+        components, mixture = self._decode_z(z, steps, torch.Generator().manual_seed(seed))
+        return {"components": components[..., :length], "mixture": mixture[..., :length], "z": z.cpu(),
+                "sample_rate": self.sample_rate}

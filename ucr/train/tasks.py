@@ -50,3 +50,90 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
              "sources": list(cache.sources), "cache": cache_uri}
     return Trainer(model, batch_fn, config.train, run_uri, extra, device=device, rank=rank, world_size=world_size,
                    hooks=hooks, progress=progress)
+
+
+def decomposer_state(payload: dict) -> dict:
+    """The part of a decomposer checkpoint that inference needs (EMA weights when present)."""
+    if payload.get("kind") not in ("decomposer", "supervised"):
+        raise ValueError(f"expected a decomposer checkpoint, got kind {payload.get('kind')!r}")
+    weights = payload["ema"] if payload.get("ema") is not None else payload["model"]
+    return {key: payload.get(key) for key in ("kind", "config", "stats", "codec", "sources", "step")} | {
+        "model": weights}
+
+
+def component_latents(decomposer, cache: LatentCache, batch_size: int = 32) -> torch.Tensor:
+    """z of every chunk in ``cache``: ``[N, K, Cz, T]``, computed once with the frozen encoders."""
+    device = next(decomposer.parameters()).device
+    out = []
+    with torch.no_grad():
+        for mixture in cache.iter_mixture_latents():  # [n, C, T] per shard
+            for i in range(0, len(mixture), batch_size):
+                out.append(decomposer.components(decomposer.normalize(mixture[i:i + batch_size].to(device))).cpu())
+    return torch.cat(out)
+
+
+def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: str,
+                        device: torch.device | None = None, rank: int = 0, world_size: int = 1,
+                        hooks: Hooks | None = None, progress: bool = True, wrap=None) -> Trainer:
+    """A :class:`Trainer` for the masked prior over the frozen decomposer's component latents.
+
+    The decomposer's architecture comes from its checkpoint; ``config`` gives the prior's settings (its ``prior``
+    section and ``train.seed``). z of the training cache is computed once and kept in ``run_uri/z_cache.pt``.
+    """
+    import dataclasses
+
+    from ucr import storage
+    from ucr.config import ExperimentConfig
+    from ucr.prior import build_prior
+    from ucr.train import checkpoint as ckpt
+    from ucr.codec.stats import LatentStats
+
+    state = decomposer_state(ckpt.load(decomposer_uri))
+    base = ExperimentConfig.from_dict(state["config"])
+    run_config = dataclasses.replace(base, prior=config.prior,
+                                     train=dataclasses.replace(config.train, steps=config.prior.steps,
+                                                               batch_size=config.prior.batch_size,
+                                                               lr=config.prior.lr))
+    device = device or resolve_device(run_config.train.device)
+    z_uri = storage.join(run_uri, "z_cache.pt")
+    if storage.exists(z_uri):
+        import io
+
+        z = torch.load(io.BytesIO(storage.read_bytes(z_uri)), weights_only=True)
+    else:
+        stats = LatentStats.from_dict(state["stats"]) if state.get("stats") else None
+        decomposer = build_decomposer(base.model, state["codec"]["channels"], stats)
+        decomposer.load_state_dict(state["model"])
+        cache = LatentCache(resolve_cache(cache_uri, "train"))
+        if cache.key["codec"] != state["codec"]["fingerprint"]:
+            raise ValueError(f"the cache at {cache_uri} holds latents of {cache.key['codec']}, the decomposer was "
+                             f"trained on {state['codec']['fingerprint']}")
+        z = component_latents(decomposer.eval(), cache)  # [N, K, Cz, T]
+        if rank == 0:
+            import io
+
+            buffer = io.BytesIO()
+            torch.save(z, buffer)
+            storage.write_bytes(z_uri, buffer.getvalue())
+    crop = min(run_config.data.crop_frames, z.shape[-1])
+    torch.manual_seed(run_config.train.seed)
+    prior = build_prior(run_config.prior, run_config.model)
+    prior.set_statistics(z)
+    prior = prior.to(device)
+    if wrap is not None:
+        prior = wrap(prior)
+    per_rank = max(1, run_config.prior.batch_size // world_size)
+    data_seed = run_config.train.seed * 1000 + rank
+
+    def batch_fn(step: int) -> torch.Tensor:
+        import numpy as np
+
+        rng = np.random.default_rng([data_seed, step])
+        index = rng.integers(0, len(z), size=per_rank)
+        offset = rng.integers(0, z.shape[-1] - crop + 1, size=per_rank)
+        return torch.stack([z[i, ..., o:o + crop] for i, o in zip(index, offset)])  # [B, K, Cz, crop]
+
+    extra = {"kind": "prior", "config": run_config.to_dict(), "decomposer": state, "decomposer_uri": decomposer_uri,
+             "codec": state["codec"], "sources": state.get("sources")}
+    return Trainer(prior, batch_fn, run_config.train, run_uri, extra, device=device, rank=rank,
+                   world_size=world_size, hooks=hooks, progress=progress)
