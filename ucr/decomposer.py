@@ -117,26 +117,35 @@ class Decomposer(nn.Module):
 
     # -- inference ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+    def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
+                 mode: str = "independent") -> torch.Tensor:
         """Raw mixture latents ``[B, C, T]`` -> component latents ``[B, K, C, T]`` (raw scale).
 
-        Each component is sampled with the decoder conditioned on its own z_k; all K run as one batch. Any T works
-        (padded to the U-Net's multiple internally).
+        ``mode="independent"`` (the paper): each component is sampled with the decoder conditioned on its own z_k
+        alone. ``mode="mixture_consistent"``: at every sampler step the K clean predictions are corrected so that
+        their composition (mean) equals the observed mixture, the residual being shared in proportion to each
+        component's predicted energy per latent coefficient (a Wiener-like split; cf. MSDM's consistency
+        correction). All K components run as one batch; any T works (padded internally).
         """
         self._check(mixture)
+        if mode not in SEPARATION_MODES:
+            raise ValueError(f"separation mode {mode!r} is not supported; choose one of {list(SEPARATION_MODES)}")
         B, C, T = mixture.shape
         pad = (-T) % self.time_multiple
         x = nn.functional.pad(self.normalize(mixture), (0, pad), mode="replicate" if pad < T else "constant")
         z = self.components(x)  # [B, K, Cz, T']
-        parts, _mixture = self.decode_components(z, steps, generator)  # [B, K, C, T']
+        parts, _mixture = self.decode_components(z, steps, generator,
+                                                 target=x if mode == "mixture_consistent" else None)
         return parts[..., :T]
 
     @torch.no_grad()
-    def decode_components(self, z: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None
-                          ) -> torch.Tensor:
+    def decode_components(self, z: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
+                          target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Given component latents ``z [B, K, Cz, T]`` (e.g. from the prior), sample each component's latent and
-        return ``(parts [B, K, C, T], mixture [B, C, T])`` in raw scale; the mixture is their mean (composition)."""
+        return ``(parts [B, K, C, T], mixture [B, C, T])`` in raw scale; the mixture is their mean (composition).
+
+        ``target [B, C, T]`` (normalised): make the composition of the predictions equal it at every step.
+        """
         B, K, Cz, T = z.shape
         pad = (-T) % self.time_multiple
         z = nn.functional.pad(z, (0, pad))
@@ -144,9 +153,31 @@ class Decomposer(nn.Module):
         device = z.device
         noise = torch.randn((B * K, self.latent_channels, T + pad), generator=generator,
                             device=generator.device if generator else device).to(device)
-        parts = iadb.sample(lambda x, a: self.decoder(x, a, flat_z), noise, steps)
+
+        def denoise(x_alpha: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            prediction = self.decoder(x_alpha, alpha, flat_z)  # [B*K, C, T']
+            if target is None:
+                return prediction
+            parts = prediction.reshape(B, K, self.latent_channels, T + pad)
+            return project_to_mixture(parts, target).reshape(B * K, self.latent_channels, T + pad)
+
+        parts = iadb.sample(denoise, noise, steps)
         parts = self.denormalize(parts.reshape(B, K, self.latent_channels, T + pad)[..., :T])
         return parts, self.compose(parts)
+
+
+SEPARATION_MODES = ("independent", "mixture_consistent")
+
+
+def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Correct ``parts [B, K, C, T]`` so that their mean equals ``mixture [B, C, T]``: the residual is shared in
+    proportion to each part's energy per coefficient, ``w_k = p_k^2 / sum_j p_j^2`` (equal shares where all are 0).
+    ``mean_k(p_k + K w_k r) = mean_k p_k + r = mixture``."""
+    K = parts.shape[1]
+    residual = mixture - parts.mean(dim=1)  # [B, C, T]
+    energy = parts.square() + eps
+    weights = energy / energy.sum(dim=1, keepdim=True)  # [B, K, C, T]
+    return parts + K * weights * residual[:, None]
 
 
 def build_decomposer(model_config, latent_channels: int, stats: LatentStats | None = None) -> Decomposer:
