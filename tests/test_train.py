@@ -178,3 +178,25 @@ def test_windowed_separation_matches_single_window_for_a_linear_model(pipeline):
     long = pipeline.separate_latent(latent, steps=1, window_frames=16, overlap_frames=4)
     single = pipeline.separate_latent(latent, steps=1, window_frames=128)
     torch.testing.assert_close(long, single)
+
+
+def test_projection_onto_the_mixture_is_exact_and_energy_weighted():
+    from ucr.decomposer import project_to_mixture
+
+    parts = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # [B=1, K=2, C=1, T=2]
+    mixture = torch.tensor([[[3.0, 1.0]]])  # [B, C, T]
+    corrected = project_to_mixture(parts, mixture)
+    torch.testing.assert_close(corrected.mean(1), mixture)
+    # frame 0: residual 3 - 1 = 2 goes (almost) all to part 0, which holds (almost) all the energy
+    assert corrected[0, 0, 0, 0] == pytest.approx(6.0, abs=1e-5) and corrected[0, 1, 0, 0] == pytest.approx(0, abs=1e-5)
+
+
+def test_mixture_consistent_separation_composes_to_the_input():
+    model = build_decomposer(tiny().model, latent_channels=8).eval()
+    mixture = torch.randn(2, 8, 20)
+    parts = model.separate(mixture, steps=3, generator=torch.Generator().manual_seed(0), mode="mixture_consistent")
+    torch.testing.assert_close(parts.mean(1), mixture, atol=1e-4, rtol=1e-4)
+    free = model.separate(mixture, steps=3, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(free.mean(1), mixture, atol=1e-2)
+    with pytest.raises(ValueError, match="separation mode"):
+        model.separate(mixture, mode="magic")

@@ -218,7 +218,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
     wave, rate = audio.read(args.input, mono=False)
-    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed)
+    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode)
     stem = args.input.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     for k, component in enumerate(result.components):
         uri = storage.join(args.out, f"{stem}_component{k}.wav")
@@ -236,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     supervised = Pipeline.from_checkpoint(args.supervised, device=args.device) if args.supervised else None
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
-                          steps_curve=curve)
+                          steps_curve=curve, mode=args.mode)
     report = evaluate(pipeline, resolve_cache(args.data, args.split), args.out, options, supervised=supervised)
     from ucr.evaluate import markdown_table
 
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--out", required=True, help="output folder: one WAV per component")
     separate.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50, the paper)")
     separate.add_argument("--seed", type=int, default=0)
+    separate.add_argument("--mode", choices=["independent", "mixture_consistent"],
+                          help="independent (the paper) or mixture_consistent (default: the model's setting)")
     separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     separate.set_defaults(handler=cmd_separate)
 
@@ -354,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps-curve", help="comma-separated step counts for the speed/quality curve, "
                                                 "e.g. 5,10,25,50")
     evaluate.add_argument("--max-chunks", type=int, help="evaluate only the first N chunks")
+    evaluate.add_argument("--mode", choices=["independent", "mixture_consistent"],
+                          help="separation mode (default: diffusion.separation of the model)")
     evaluate.add_argument("--no-nmf", action="store_true", help="skip the NMF baseline")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")

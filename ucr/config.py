@@ -140,10 +140,12 @@ class DiffusionConfig:
 
     sampler_steps: int = 50  # deterministic sampler steps at inference (the paper: 50)
     alpha_schedule: str = "uniform"  # training distribution of alpha: "uniform" (the paper)
+    separation: str = "independent"  # "independent" (the paper: each z_k alone) or "mixture_consistent"
 
     def __post_init__(self) -> None:
         _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
         _one_of("diffusion.alpha_schedule", self.alpha_schedule, ["uniform"])
+        _one_of("diffusion.separation", self.separation, ["independent", "mixture_consistent"])
 
 
 @dataclass(frozen=True)

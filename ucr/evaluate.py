@@ -28,6 +28,7 @@ UNLABELLED = {"ucr", "nmf"}  # methods whose outputs carry no source labels (mat
 @dataclass(frozen=True)
 class EvalOptions:
     steps: int = 50  # sampler steps for the diffusion models
+    mode: str | None = None  # separation mode (None: the model's diffusion.separation)
     seed: int = 0
     max_chunks: int | None = None  # evaluate the first N chunks only (None = all)
     batch_size: int = 8
@@ -52,14 +53,15 @@ class MethodOutputs:
 
 
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
-                     length: int) -> tuple[list[np.ndarray], float]:
+                     length: int, mode: str = "independent") -> tuple[list[np.ndarray], float]:
     """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds."""
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     started = time.perf_counter()
     out = []
     for i in range(0, len(latents), batch_size):
-        parts = model.separate(latents[i:i + batch_size].to(device), steps=steps, generator=generator).cpu()
+        parts = model.separate(latents[i:i + batch_size].to(device), steps=steps, generator=generator,
+                               mode=mode).cpu()
         B, K, C, T = parts.shape
         waves = codec.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)[..., :length]  # [B, K, L]
         out.extend(waves.numpy())
@@ -128,13 +130,14 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     log(f"[evaluate] {N} chunks x {L / sample_rate:.1f} s, sources {source_names}, K = {pipeline.n_components}, "
         f"{options.steps} sampler steps")
 
+    mode = options.mode or pipeline.config.diffusion.separation
     methods: list[MethodOutputs] = []
     waves, seconds = _separate_chunks(pipeline.model, codec, mixture_latents, options.steps, options.seed,
-                                      options.batch_size, L)
+                                      options.batch_size, L, mode)
     methods.append(MethodOutputs("ucr", waves, labelled=False, seconds=seconds))
     if supervised is not None:
         waves, seconds = _separate_chunks(supervised.model, codec, mixture_latents, options.steps, options.seed,
-                                          options.batch_size, L)
+                                          options.batch_size, L, mode)
         methods.append(MethodOutputs("supervised reference", waves, labelled=True, seconds=seconds))
     methods.append(MethodOutputs("mixture passthrough", [baselines.passthrough(m, S) for m in mixtures]))
     if options.nmf:
@@ -163,6 +166,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     report = {
         "model": pipeline.metadata, "cache": cache_uri, "n_chunks": N, "chunk_seconds": L / sample_rate,
         "sources": source_names, "n_components": pipeline.n_components, "options": asdict(options),
+        "separation_mode": mode,
         "protocol": {
             "windows": f"{options.window_seconds:g} s windows, {options.hop_seconds:g} s hop; windows with fewer "
                        f"than 2 active sources (RMS > -60 dBFS) skipped; 'whole' = one window per chunk",
@@ -193,7 +197,8 @@ def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     points = []
     for steps in options.steps_curve:
         waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], steps,
-                                          options.seed, options.batch_size, L)
+                                          options.seed, options.batch_size, L,
+                                          options.mode or pipeline.config.diffusion.separation)
         method = MethodOutputs("ucr", waves, labelled=False, seconds=seconds)
         rows, _ = _score(method, stem_waves[:n], mixtures[:n], pipeline.sample_rate, options)
         chosen = [r for r in rows if r["matching"] == "fixed" and r["protocol"] == "windowed"]
@@ -255,7 +260,7 @@ def write_report(report: dict, out: str) -> None:
         f"# Separation report\n",
         f"Model: `{report['model'].get('uri')}` (step {report['model'].get('step')}), K = {report['n_components']}; "
         f"{report['n_chunks']} chunks of {report['chunk_seconds']:.1f} s from `{report['cache']}`; "
-        f"{report['options']['steps']} sampler steps.\n",
+        f"{report['options']['steps']} sampler steps, separation mode `{report['separation_mode']}`.\n",
         "Mean ± 95% CI half-width (dB) over evaluation windows. " + report["protocol"]["windows"] + ". "
         + report["protocol"]["matching"] + ". " + report["protocol"]["references"] + ".\n",
         "## Original stems as references (windowed, fixed matching)\n", markdown_table(report, "original"), "",

@@ -114,13 +114,16 @@ class Pipeline:
     # -- separation --------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
-                        overlap_frames: int | None = None, max_batch: int = 16) -> torch.Tensor:
+                        overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None
+                        ) -> torch.Tensor:
         """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``.
 
         Long inputs are cut into windows of ``window_frames`` (default: the training crop) with ``overlap_frames``
         of linear crossfade (default: a quarter window); windows run as batches. Component k always comes from
-        encoder k, so components stay consistent across windows.
+        encoder k, so components stay consistent across windows. ``mode``: see :meth:`Decomposer.separate`
+        (default: ``diffusion.separation`` of the model's config).
         """
+        mode = mode or self.config.diffusion.separation
         C, T = latent.shape
         window = window_frames or self.config.data.crop_frames
         overlap = min(overlap_frames if overlap_frames is not None else window // 4, window // 2)
@@ -133,7 +136,7 @@ class Pipeline:
         pieces = torch.stack([latent[:, s:s + window] for s in starts])  # [N, C, W]
         generator = torch.Generator().manual_seed(seed)
         parts = torch.cat([self.model.separate(pieces[i:i + max_batch].to(self.device), steps=steps,
-                                               generator=generator).cpu()
+                                               generator=generator, mode=mode).cpu()
                            for i in range(0, len(starts), max_batch)])  # [N, K, C, W]
         total = torch.zeros(self.n_components, C, T)
         weight = torch.zeros(T)
@@ -143,14 +146,15 @@ class Pipeline:
             weight[start:start + window] += w
         return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
 
-    def separate(self, wave: np.ndarray, sample_rate: int, steps: int = 50, seed: int = 0) -> Separation:
+    def separate(self, wave: np.ndarray, sample_rate: int, steps: int = 50, seed: int = 0,
+                 mode: str | None = None) -> Separation:
         """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` -> :class:`Separation` with ``components [K, L]``
         at the codec's rate (``L`` = the input's length after resampling)."""
         if not 1 <= steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {steps}")
         mono = self.prepare(wave, sample_rate)
         latent = self.codec.encode(torch.from_numpy(mono)[None, None])[0]  # [C, T]
-        parts = self.separate_latent(latent, steps=steps, seed=seed)  # [K, C, T]
+        parts = self.separate_latent(latent, steps=steps, seed=seed, mode=mode)  # [K, C, T]
         waves = self.codec.decode(parts)[:, 0, :len(mono)]  # [K, L]
         return Separation(components=waves.numpy(), sample_rate=self.sample_rate, steps=steps)
 
