@@ -132,73 +132,118 @@ def _describe_mismatch(found: dict, wanted: dict) -> str:
     return "; ".join(diffs)
 
 
-def encode_split(settings: EncodeSettings, codec: LatentCodec, out: str, progress: bool = True,
-                 log: Callable[[str], None] = print, stop_after_shards: int | None = None) -> dict:
-    """Encode one split into ``out`` (resumable, idempotent). Returns the manifest.
+@dataclass
+class EncodePlan:
+    """What an encode run has to do: the manifest so far, the shards planned (track lists), the skip report."""
 
-    ``stop_after_shards`` stops after writing that many new shards (tests use it to interrupt a run).
-    """
-    from tqdm import tqdm
+    settings: EncodeSettings
+    out: str
+    manifest: dict
+    shards: list[list[str]]
+    skipped: SkipReport
 
-    started = time.monotonic()
+    def pending(self) -> list[int]:
+        """Indices of shards not written yet (or written but missing)."""
+        return [i for i in range(len(self.shards))
+                if shard_name(i) not in self.manifest["shards"]
+                or not storage.exists(storage.join(self.out, shard_name(i)))]
+
+
+def plan_encode(settings: EncodeSettings, codec_fingerprint: str, codec_description: dict, out: str) -> EncodePlan:
+    """Read (or start) the manifest at ``out``; refuse one made with other settings."""
     tracks = list_tracks(settings.data_root, settings.split, settings.layout)
     if not tracks:
         raise ValueError(f"no tracks in {storage.join(settings.data_root, settings.split)}")
-    key = settings.key(codec.fingerprint, dataset_fingerprint(settings.data_root, settings.split,
-                                                                settings.layout, tracks))
+    key = settings.key(codec_fingerprint, dataset_fingerprint(settings.data_root, settings.split,
+                                                               settings.layout, tracks))
     manifest = _read_manifest(out)
     if manifest is not None:
         if manifest.get("key") != key:
             raise ManifestMismatch(
-                f"the latent cache at {out} was made with other settings ({_describe_mismatch(manifest.get('key', {}), key)}). "
-                f"Nothing was changed. Use another output URI, or delete {out} to rebuild it.")
+                f"the latent cache at {out} was made with other settings "
+                f"({_describe_mismatch(manifest.get('key', {}), key)}). Nothing was changed. Use another output "
+                f"URI, or delete {out} to rebuild it.")
     else:
-        manifest = {"key": key, "shards": {}, "complete": False, "codec": codec.describe(),
+        manifest = {"key": key, "shards": {}, "complete": False, "codec": codec_description,
                     "data_root": settings.data_root}
-    plan = [tracks[i:i + settings.tracks_per_shard] for i in range(0, len(tracks), settings.tracks_per_shard)]
-    manifest["planned_shards"] = len(plan)
+    shards = [tracks[i:i + settings.tracks_per_shard] for i in range(0, len(tracks), settings.tracks_per_shard)]
+    manifest["planned_shards"] = len(shards)
     skipped = SkipReport()
     previous = storage.join(out, SKIPPED)
     if storage.exists(previous) and manifest["shards"]:
         old = json.loads(storage.read_text(previous))
         skipped.tracks = list(old.get("tracks", []))
         skipped.dropped_silent_chunks = int(old.get("dropped_silent_chunks", 0))
-    written = 0
-    bar = tqdm(total=len(plan), desc=f"encode {settings.split}", unit="shard", disable=not progress)
-    for index, shard_tracks in enumerate(plan):
-        name = shard_name(index)
-        entry = manifest["shards"].get(name)
-        if entry is not None and storage.exists(storage.join(out, name)):
-            bar.update(1)
-            continue  # done in an earlier run
-        if stop_after_shards is not None and written >= stop_after_shards:
-            bar.close()
-            return manifest
-        payload, report = encode_shard(settings, shard_tracks, codec)
-        data = _save_tensors(payload)
-        storage.write_bytes(storage.join(out, name), data)
-        skipped.tracks = [t for t in skipped.tracks if t["track"].split("/", 1)[-1] not in shard_tracks]
-        skipped.merge(report)
-        manifest["shards"][name] = {"chunks": len(payload["tracks"]), "tracks": len(shard_tracks),
-                                    "sha256": _sha256(data), "bytes": len(data)}
-        storage.write_text(storage.join(out, SKIPPED), json.dumps(skipped.to_dict(), indent=1))
-        storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
-        written += 1
-        bar.update(1)
-        bar.set_postfix(chunks=sum(e["chunks"] for e in manifest["shards"].values()))
-    bar.close()
-    cache = LatentCache(out, manifest=manifest, verify=False)
+    return EncodePlan(settings, out, manifest, shards, skipped)
+
+
+def write_shard(settings: EncodeSettings, codec: LatentCodec, out: str, index: int, tracks: list[str]
+                ) -> tuple[str, dict, SkipReport]:
+    """Encode one planned shard and write it atomically; returns ``(name, manifest entry, skip report)``.
+    Safe to run in parallel (Ray tasks): it touches only its own shard file."""
+    payload, report = encode_shard(settings, tracks, codec)
+    data = _save_tensors(payload)
+    name = shard_name(index)
+    storage.write_bytes(storage.join(out, name), data)
+    entry = {"chunks": len(payload["tracks"]), "tracks": len(tracks), "sha256": _sha256(data), "bytes": len(data)}
+    return name, entry, report
+
+
+def record_shard(plan: EncodePlan, index: int, name: str, entry: dict, report: SkipReport) -> None:
+    """Add a written shard to the manifest (rewritten atomically after every shard: a kill loses nothing)."""
+    tracks = set(plan.shards[index])
+    plan.skipped.tracks = [t for t in plan.skipped.tracks if t["track"].split("/", 1)[-1] not in tracks]
+    plan.skipped.merge(report)
+    plan.manifest["shards"][name] = entry
+    storage.write_text(storage.join(plan.out, SKIPPED), json.dumps(plan.skipped.to_dict(), indent=1))
+    storage.write_text(storage.join(plan.out, MANIFEST), json.dumps(plan.manifest, indent=1))
+
+
+def finalize_encode(plan: EncodePlan) -> dict:
+    """Once every shard is written: latent statistics, counts, ``complete: true``."""
+    missing = plan.pending()
+    if missing:
+        raise ValueError(f"cannot finalise {plan.out}: shards {missing[:5]} are not written yet")
+    cache = LatentCache(plan.out, manifest=plan.manifest, verify=False)
     if cache.num_chunks == 0:
-        raise ValueError(f"no usable chunks in {settings.data_root}/{settings.split}: {skipped.summary()}")
+        raise ValueError(f"no usable chunks in {plan.settings.data_root}/{plan.settings.split}: "
+                         f"{plan.skipped.summary()}")
+    manifest = plan.manifest
     manifest["stats"] = LatentStats.from_latents(cache.iter_mixture_latents()).to_dict()
     manifest["num_chunks"] = cache.num_chunks
     manifest["frames_per_chunk"] = cache.frames_per_chunk
     manifest["complete"] = True
-    manifest["skipped"] = {k: v for k, v in skipped.to_dict().items() if k != "tracks"}
-    storage.write_text(storage.join(out, SKIPPED), json.dumps(skipped.to_dict(), indent=1))
-    storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
-    log(f"[encode] {settings.split}: {cache.num_chunks} chunks in {len(plan)} shard(s) at {out} "
-        f"({written} new, {time.monotonic() - started:.1f} s); {skipped.summary()}")
+    manifest["skipped"] = {k: v for k, v in plan.skipped.to_dict().items() if k != "tracks"}
+    storage.write_text(storage.join(plan.out, SKIPPED), json.dumps(plan.skipped.to_dict(), indent=1))
+    storage.write_text(storage.join(plan.out, MANIFEST), json.dumps(manifest, indent=1))
+    return manifest
+
+
+def encode_split(settings: EncodeSettings, codec: LatentCodec, out: str, progress: bool = True,
+                 log: Callable[[str], None] = print, stop_after_shards: int | None = None) -> dict:
+    """Encode one split into ``out`` in this process (resumable, idempotent). Returns the manifest.
+
+    ``stop_after_shards`` stops after writing that many new shards (tests use it to interrupt a run).
+    The Ray job runs the same steps with shards in parallel tasks.
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    plan = plan_encode(settings, codec.fingerprint, codec.describe(), out)
+    pending = plan.pending()
+    bar = tqdm(total=len(plan.shards), initial=len(plan.shards) - len(pending), desc=f"encode {settings.split}",
+               unit="shard", disable=not progress)
+    for written, index in enumerate(pending):
+        if stop_after_shards is not None and written >= stop_after_shards:
+            bar.close()
+            return plan.manifest
+        name, entry, report = write_shard(settings, codec, out, index, plan.shards[index])
+        record_shard(plan, index, name, entry, report)
+        bar.update(1)
+    bar.close()
+    manifest = finalize_encode(plan)
+    log(f"[encode] {settings.split}: {manifest['num_chunks']} chunks in {len(plan.shards)} shard(s) at {out} "
+        f"({len(pending)} new, {time.monotonic() - started:.1f} s); {plan.skipped.summary()}")
     return manifest
 
 
