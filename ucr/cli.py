@@ -97,18 +97,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def encode_settings(config, data_root: str, split: str, with_stems: bool | None, tracks_per_shard: int):
-    """EncodeSettings from a config's data section (one place: the CLI and the Ray jobs use it)."""
-    from ucr.data.latents import EncodeSettings
-
-    return EncodeSettings(data_root=data_root, layout=config.data.layout, split=split,
-                          sources=tuple(config.data.sources), mix=config.data.mix,
-                          sample_rate=config.data.sample_rate, chunk_seconds=config.data.chunk_seconds,
-                          silence_rms=config.data.silence_rms,
-                          with_stems=(split != "train") if with_stems is None else with_stems,
-                          tracks_per_shard=tracks_per_shard)
-
-
 def cmd_data_encode(args: argparse.Namespace) -> int:
     from ucr.codec import build_codec
     from ucr.data.latents import encode_split
@@ -117,8 +105,10 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     from ucr.config import load_config
 
     config = load_config(args.preset, overrides)
-    settings = encode_settings(config, args.data or config.data.root, args.split, args.with_stems,
-                               args.tracks_per_shard)
+    from ucr.data.latents import EncodeSettings
+
+    settings = EncodeSettings.from_config(config, args.data or config.data.root, args.split, args.with_stems,
+                                          args.tracks_per_shard)
     manifest = encode_split(settings, build_codec(config.codec), args.out, progress=not args.quiet)
     print(f"[encode] manifest: {args.out}/manifest.json ({manifest['num_chunks']} chunks)")
     return 0

@@ -86,9 +86,17 @@ class DataConfig:
     chunk_seconds: float = 7.0  # 7 s = 525 latent frames at 75 Hz (the paper)
     silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter)
     crop_frames: int = 512  # training crops in latent frames (the paper)
-    cache: str = ""  # latent cache URI; empty = "<root>_latents/<codec fingerprint>"
+    cache: str = ""  # latent cache URI for `ucr train` when --data is not given
+    synthetic: str = ""  # "" = real data at `root`; "drums_bass" or "chorales" = rendered by the data stage
+    synthetic_tracks: int = 40  # tracks to render (split 80/10/10 into train/validation/test)
+    synthetic_seconds: float = 20.0  # length of each rendered track
+    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
+        _one_of("data.synthetic", self.synthetic, ["", "drums_bass", "chorales"])
+        _is_int("data.synthetic_tracks", self.synthetic_tracks, 3, 100000)
+        _in_range("data.synthetic_seconds", self.synthetic_seconds, 1.0, 3600.0)
+        _is_int("data.synthetic_seed", self.synthetic_seed, 0, 2**31 - 1)
         _one_of("data.layout", self.layout, ["slakh", "musdb"])
         _one_of("data.mix", self.mix, ["mean", "sum"])
         if not self.sources or not all(isinstance(s, str) and s for s in self.sources):

@@ -56,6 +56,16 @@ class EncodeSettings:
     with_stems: bool
     tracks_per_shard: int
 
+    @classmethod
+    def from_config(cls, config, data_root: str, split: str, with_stems: bool | None = None,
+                    tracks_per_shard: int = 8) -> "EncodeSettings":
+        """Settings from an ExperimentConfig's data section; stems by default for every split but train."""
+        return cls(data_root=data_root, layout=config.data.layout, split=split, sources=tuple(config.data.sources),
+                   mix=config.data.mix, sample_rate=config.data.sample_rate, chunk_seconds=config.data.chunk_seconds,
+                   silence_rms=config.data.silence_rms,
+                   with_stems=(split != "train") if with_stems is None else with_stems,
+                   tracks_per_shard=tracks_per_shard)
+
     def key(self, codec_fingerprint: str, data_fingerprint: str) -> dict:
         return {"format": FORMAT_VERSION, "codec": codec_fingerprint, "dataset": data_fingerprint,
                 "layout": self.layout, "split": self.split, "sources": list(self.sources), "mix": self.mix,

@@ -1,0 +1,180 @@
+"""What every job shares: arguments, connecting to Ray, MLflow runs (a parent per experiment, a child per stage),
+and the environment workers need (AWS and MLflow variables).
+
+A stage is a function ``run(args) -> dict`` plus a ``main()`` for ``python -m jobs.<stage>``; ``jobs.pipeline`` calls
+the stages' ``run`` in order inside one parent MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ucr import storage
+from ucr.config import ExperimentConfig, load_config
+
+# variables a worker on another node needs to reach storage, tracking and model weights
+FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
+                 "MLFLOW_TRACKING_PASSWORD", "HF_HOME", "HF_HUB_OFFLINE", "UCR_MODEL")
+DEFAULT_TRACKING_DIR = Path.home() / ".ucr"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# arguments
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="demo", help="shipped preset or YAML path (default: demo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (repeatable), e.g. --set model.n_components=3")
+    parser.add_argument("--out", default=None,
+                        help="experiment folder or s3:// URI for data, latents, models, reports "
+                             "(default: runs/<preset>)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)")
+    parser.add_argument("--run-name", default=None,
+                        help="experiment run name: MLflow parent run and Ray Train run names derive from it; "
+                             "resubmitting with the same name resumes (default: the preset name)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment name (default: ucr-<preset>)")
+    parser.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.preset, args.overrides)
+
+
+def experiment_root(args: argparse.Namespace, config: ExperimentConfig) -> str:
+    out = args.out or os.path.join("runs", config.name)
+    return out if storage.is_remote(out) else str(Path(out).absolute())
+
+
+def layout(root: str) -> dict[str, str]:
+    """Where each stage reads and writes inside an experiment folder."""
+    return {"data": storage.join(root, "data"), "latents": storage.join(root, "latents"),
+            "decomposer": storage.join(root, "decomposer"), "supervised": storage.join(root, "supervised"),
+            "prior": storage.join(root, "prior"), "reports": storage.join(root, "reports"),
+            "ray": storage.join(root, "ray")}
+
+
+def run_name(args: argparse.Namespace, config: ExperimentConfig) -> str:
+    return args.run_name or config.name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ray
+
+
+def worker_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to ``address`` / ``$RAY_ADDRESS`` (a cluster, or the one a ``ray job submit`` runs in), or start an
+    embedded local Ray. The embedded one runs with token auth disabled unless ``RAY_AUTH_MODE`` says otherwise: it
+    listens on loopback only and lives as long as this process."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    runtime_env = {"env_vars": worker_env()}
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+    return ray
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# MLflow
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else a local SQLite store in ~/.ucr (artifacts beside it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    DEFAULT_TRACKING_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_TRACKING_DIR / 'mlflow.db'}"
+
+
+def mlflow_experiment(name: str) -> str:
+    """Create or get an experiment; with the embedded SQLite store artifacts go to ~/.ucr/mlartifacts."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if tracking_uri().startswith("sqlite:///"):  # embedded store: artifacts beside the database, not in the cwd
+        db_path = Path(tracking_uri()[len("sqlite:///"):])
+        location = (db_path.parent / "mlartifacts" / name).absolute().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def parent_run_id(args: argparse.Namespace, config: ExperimentConfig) -> str:
+    """The parent run of this experiment run name: given, found by tag, or created (then left open for stages)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if args.parent_run_id:
+        return args.parent_run_id
+    experiment_id = mlflow_experiment(args.experiment or f"ucr-{config.name}")
+    client = MlflowClient(tracking_uri())
+    name = run_name(args, config)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`ucr.run_name` = '{name}' and "
+                                                              f"tags.`ucr.parent` = 'true'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={"ucr.run_name": name, "ucr.parent": "true",
+                                                                 "ucr.preset": config.name})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:500])
+                                              for k, v in config.to_flat_dict().items()])
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(args: argparse.Namespace, config: ExperimentConfig, stage: str) -> Iterator[Any]:
+    """A child MLflow run for one stage under the experiment's parent run; yields the active run."""
+    import mlflow
+
+    parent = parent_run_id(args, config)
+    args.parent_run_id = parent
+    client = mlflow.MlflowClient(tracking_uri())
+    experiment_id = client.get_run(parent).info.experiment_id
+    mlflow.set_tracking_uri(tracking_uri())
+    with mlflow.start_run(run_id=parent, experiment_id=experiment_id, log_system_metrics=False):
+        with mlflow.start_run(run_name=f"{run_name(args, config)}/{stage}", nested=True,
+                              tags={"ucr.stage": stage, "ucr.run_name": run_name(args, config)}) as child:
+            mlflow.log_params({k: str(v)[:500] for k, v in config.to_flat_dict().items()})
+            started = time.monotonic()
+            yield child
+            mlflow.log_metric("stage_wall_seconds", time.monotonic() - started)
+
+
+def log_json(name: str, data: dict) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        with open(path, "w") as handle:
+            json.dump(data, handle, indent=1, default=str)
+        mlflow.log_artifact(path)
+
+
+def print_result(stage: str, result: dict) -> None:
+    print(f"[{stage}] " + json.dumps(result, default=str), file=sys.stdout, flush=True)

@@ -1,0 +1,18 @@
+"""Stage 4 — train the masked prior over the trained decomposer's component latents (Ray Train, same loop).
+
+    python -m jobs.prior --preset demo --out runs/demo [--workers 1] [--address ...]
+"""
+
+from __future__ import annotations
+
+from jobs import train
+
+
+def main() -> None:
+    parser = train.parser()
+    parser.description = __doc__
+    train.run(parser.parse_args(), kind="prior")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Stage 3 — train the decomposer with Ray Train (``TorchTrainer``, DDP: gloo on CPUs, NCCL on GPUs).
+
+Every worker runs the same framework-agnostic loop as ``ucr train`` (``ucr.train``); this module only injects
+Ray's reporting, checkpoint persistence and resumption, and MLflow step logging. Checkpoints are reported every
+``train.checkpoint_every`` steps and at the end, kept per ``CheckpointConfig``; a failed worker group is restarted
+from the latest one (``FailureConfig``); resubmitting with the same run name resumes the run.
+
+    python -m jobs.train --preset demo --out runs/demo [--workers 2] [--gpu] [--address ...] [--supervised]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from jobs import common
+from ucr import storage
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inside each Ray Train worker
+
+
+class StepLogger:
+    """Rank-0 MLflow metric logging (buffered; one request per log interval)."""
+
+    def __init__(self, tracking_uri: str | None, run_id: str | None, prefix: str) -> None:
+        self.run_id = run_id
+        self.prefix = prefix
+        self.client = None
+        if run_id:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, step: int, metrics: dict) -> None:
+        if self.client is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(f"{self.prefix}{k}", float(v), now, step)
+                                                    for k, v in metrics.items()])
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """The function every Ray Train worker runs. ``loop_config``: kind ("decomposer", "supervised", "prior"),
+    config (nested dict), cache, run_uri, decomposer (for the prior), tracking_uri, mlflow_run_id, and optionally
+    validation settings (val_cache, eval_every, eval_chunks, eval_steps) for a quick separation score."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from ucr.config import ExperimentConfig
+    from ucr.train import checkpoint as ckpt
+    from ucr.train.loop import Hooks
+    from ucr.train.tasks import build_decomposer_trainer, build_prior_trainer
+
+    config = ExperimentConfig.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    def wrap(model):
+        if world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = StepLogger(loop_config.get("tracking_uri"), loop_config.get("mlflow_run_id") if rank == 0 else None,
+                        prefix="")
+    last: dict[str, Any] = {}
+
+    def on_log(step: int, metrics: dict) -> None:
+        last.update(metrics)
+        logger.log(step, metrics)
+        ray.train.report({**metrics, "step": step})
+
+    def on_checkpoint(step: int, uri: str) -> None:
+        metrics = {**last, "step": step}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                with open(os.path.join(folder, CHECKPOINT_FILE), "wb") as handle:
+                    handle.write(storage.read_bytes(uri))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                                 checkpoint_dir_name=f"step-{step:08d}")
+        else:
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=f"step-{step:08d}")
+
+    hooks = Hooks(on_log=on_log, on_checkpoint=on_checkpoint)
+    validator = _validator(loop_config, config)
+    if validator is not None:
+        def on_eval(step: int, model) -> dict:
+            scores = validator(model) if rank == 0 else {}
+            logger.log(step, scores)
+            ray.train.report({**last, **scores, "step": step})
+            return scores
+
+        hooks.on_eval, hooks.eval_every = on_eval, int(loop_config["eval_every"])
+
+    kind = loop_config["kind"]
+    common_args = dict(device=device, rank=rank, world_size=world, hooks=hooks, progress=rank == 0 and
+                       not loop_config.get("quiet"), wrap=wrap)
+    if kind == "prior":
+        trainer = build_prior_trainer(config, loop_config["decomposer"], loop_config["cache"],
+                                      loop_config["run_uri"], **common_args)
+    else:
+        trainer = build_decomposer_trainer(config, loop_config["cache"], loop_config["run_uri"],
+                                           supervised=kind == "supervised", **common_args)
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            trainer.load_state(ckpt.load(os.path.join(folder, CHECKPOINT_FILE)))
+    else:
+        trainer.resume_if_possible()
+    if rank == 0 and trainer.step:
+        print(f"[train] {kind}: resumed at step {trainer.step}", flush=True)
+    torch.manual_seed(config.train.seed + rank)
+    trainer.fit(resume=False)
+
+
+def _validator(loop_config: dict, config):
+    """A quick separation score on a fixed validation subset (Tune's early-stopping metric), or None."""
+    if not loop_config.get("eval_every"):
+        return None
+    from ucr.evaluate import quick_separation_score
+
+    def validate(model) -> dict:
+        return quick_separation_score(model, config, loop_config["val_cache"], n_chunks=int(loop_config["eval_chunks"]),
+                                      steps=int(loop_config["eval_steps"]))
+
+    return validate
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the driver side: one builder for jobs and tune
+
+
+def ray_storage(uri: str):
+    """``(storage_path, storage_filesystem)`` for RunConfig: a local folder, or S3 through s3fs (custom endpoints
+    included) wrapped as a pyarrow filesystem."""
+    if not storage.is_remote(uri):
+        os.makedirs(uri, exist_ok=True)
+        return uri, None
+    import pyarrow.fs
+
+    fs, path = storage.filesystem(uri)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: str, name: str, workers: int = 1,
+                       use_gpu: bool = False, cpus_per_worker: float = 1.0, max_failures: int = 2,
+                       decomposer: str | None = None, mlflow_run_id: str | None = None,
+                       extra_loop_config: dict | None = None, callbacks: list | None = None, quiet: bool = False):
+    """The ``TorchTrainer`` for a decomposer / supervised / prior run (the one builder jobs and tune share)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_path, storage_filesystem = ray_storage(ray_root)
+    loop_config = {"kind": kind, "config": config.to_dict(), "cache": cache, "run_uri": run_uri,
+                   "decomposer": decomposer, "tracking_uri": common.tracking_uri(), "mlflow_run_id": mlflow_run_id,
+                   "quiet": quiet, **(extra_loop_config or {})}
+    resources = {"CPU": cpus_per_worker}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             callbacks=callbacks or [], worker_runtime_env={"env_vars": common.worker_env()}),
+    )
+
+
+def add_scaling_args(parser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL); default CPU (gloo)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before giving up")
+
+
+def log_outcome(run_uri: str, stage: str) -> dict:
+    """Log the final checkpoint's config, the loss curve (from the run's MLflow history) and the checkpoint."""
+    import mlflow
+
+    from ucr.train import checkpoint as ckpt
+
+    final = storage.join(run_uri, "final.pt")
+    payload = ckpt.load(final)
+    common.log_json("config.json", payload["config"])
+    client = mlflow.MlflowClient(common.tracking_uri())
+    run_id = mlflow.active_run().info.run_id
+    history = client.get_metric_history(run_id, "loss")
+    if history:
+        png = loss_curve_png([m.step for m in history], [m.value for m in history], stage)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, f"{stage}_loss.png")
+            with open(path, "wb") as handle:
+                handle.write(png)
+            mlflow.log_artifact(path)
+    if not storage.is_remote(final):
+        mlflow.log_artifact(final, artifact_path="checkpoint")
+    return {"final": final, "step": payload["step"]}
+
+
+def loss_curve_png(steps: list[int], values: list[float], title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(steps, values)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def run(args, kind: str = "decomposer") -> dict:
+    config = common.config_from(args)
+    root = common.experiment_root(args, config)
+    paths = common.layout(root)
+    stage = {"decomposer": "train", "supervised": "train-supervised", "prior": "prior"}[kind]
+    with common.stage_run(args, config, stage) as child:
+        common.init_ray(args.address)
+        run_uri = paths["supervised" if kind == "supervised" else kind]
+        cache = storage.join(paths["latents"], "train")
+        decomposer = storage.join(paths["decomposer"], "final.pt") if kind == "prior" else None
+        trainer = make_torch_trainer(kind, config, cache, run_uri, paths["ray"],
+                                     name=f"{common.run_name(args, config)}-{kind}", workers=args.workers,
+                                     use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                                     max_failures=args.max_failures, decomposer=decomposer,
+                                     mlflow_run_id=child.info.run_id, quiet=args.quiet)
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+        outcome = log_outcome(run_uri, stage)
+        outcome["ray_checkpoint"] = result.checkpoint.path if result.checkpoint else None
+        common.print_result(stage, outcome)
+        return outcome
+
+
+def parser():
+    parser = common.base_parser(__doc__)
+    add_scaling_args(parser)
+    parser.add_argument("--supervised", action="store_true",
+                        help="train the supervised reference instead (needs `jobs.encode --supervised`)")
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
+    run(args, kind="supervised" if args.supervised else "decomposer")
+
+
+if __name__ == "__main__":
+    main()
