@@ -8,6 +8,8 @@ validation metric (mean SI-SDRi over sources, windowed, fixed matching, original
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 from jobs import common
 from ucr import storage
@@ -96,6 +98,24 @@ def run(args) -> dict:
             reports[split] = evaluate(pipeline, resolve_cache(paths["latents"], split), out, options,
                                       supervised=supervised)
             log_report(reports[split], "val" if split == "validation" else "test", out)
+        if pipeline.prior is not None:
+            from ucr.generation import evaluate_generation
+
+            out = storage.join(paths["reports"], "test")
+            generation = evaluate_generation(pipeline, resolve_cache(paths["latents"], "test"), out,
+                                             n=args.generate_n, steps=steps)
+            mlflow.log_metrics({"gen_frechet_mixture": generation["mixture_latent_frames"]["generated"]["frechet"],
+                                "gen_frechet_components": generation["component_patches"]["generated"]["frechet"],
+                                "gen_consistency_si_sdr": generation["consistency_si_sdr"]["mean"]})
+            if not storage.is_remote(out):
+                mlflow.log_artifact(storage.join(out, "generation_report.md"), artifact_path="test_report")
+            generated = pipeline.generate(n=1, seconds=4.0, seed=0, steps=steps)
+            with tempfile.TemporaryDirectory() as folder:
+                from ucr import audio
+
+                audio.write(os.path.join(folder, "generated_mixture.wav"), generated["mixture"][0][None],
+                            generated["sample_rate"])
+                mlflow.log_artifact(os.path.join(folder, "generated_mixture.wav"), artifact_path="generated")
         score = headline(reports["validation"])["si_sdri"]
         mlflow.log_metric(VALIDATION_METRIC, score)
         promotion = promote(args.model_name, args.alias, common.run_name(args, config), score)
@@ -117,6 +137,7 @@ def parser():
     parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
     parser.add_argument("--steps-curve", type=int, nargs="*", default=[],
                         help="also measure RTF and SI-SDRi at these step counts on the test split")
+    parser.add_argument("--generate-n", type=int, default=8, help="excerpts generated for the generation metrics")
     return parser
 
 

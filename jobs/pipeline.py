@@ -26,6 +26,7 @@ def parser():
     parser.add_argument("--steps", type=int, help="evaluation sampler steps (default: diffusion.sampler_steps)")
     parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
     parser.add_argument("--steps-curve", type=int, nargs="*", default=[])
+    parser.add_argument("--generate-n", type=int, default=8, help="excerpts generated for the generation metrics")
     return parser
 
 

@@ -96,3 +96,17 @@ def test_generate_vary_recompose(prior_run):
     assert mixed["components"].shape == (1, 2, SR)
     with pytest.raises(ValueError, match="no prior"):
         Pipeline.from_checkpoint(decomposer_uri).generate()
+
+
+def test_generation_report(prior_run, train_cache, tmp_path):  # noqa: F811
+    from ucr.generation import evaluate_generation
+
+    report = evaluate_generation(Pipeline.from_checkpoint(prior_run[0]), train_cache, str(tmp_path / "gen"), n=2,
+                                 seconds=0.4, steps=2, max_features=200, variation_chunks=1, variation_seeds=2)
+    rows = report["mixture_latent_frames"]
+    assert set(rows) == {"real (held-out half)", "generated", "noise baseline"}
+    assert set(report["component_patches"]) == {"real (held-out half)", "generated", "shuffled components",
+                                                "noise baseline"}
+    assert all(np.isfinite(r["frechet"]) and r["frechet"] >= 0 for r in rows.values())
+    assert report["consistency_si_sdr"]["n"] == 2 * 2
+    assert (tmp_path / "gen" / "generation_report.md").read_text().startswith("# Generation report")

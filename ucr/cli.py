@@ -227,10 +227,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode)
-    report = evaluate(pipeline, resolve_cache(args.data, args.split), args.out, options, supervised=supervised)
+    cache = resolve_cache(args.data, args.split)
+    report = evaluate(pipeline, cache, args.out, options, supervised=supervised)
     from ucr.evaluate import markdown_table
 
     print(markdown_table(report))
+    if args.generation:
+        from ucr.generation import evaluate_generation, generation_markdown
+
+        generation = evaluate_generation(pipeline, cache, args.out, n=args.generate_n, steps=args.steps,
+                                         seed=args.seed)
+        print(generation_markdown(generation))
     return 0
 
 
@@ -348,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-chunks", type=int, help="evaluate only the first N chunks")
     evaluate.add_argument("--mode", choices=["independent", "mixture_consistent"],
                           help="separation mode (default: diffusion.separation of the model)")
+    evaluate.add_argument("--generation", action="store_true",
+                          help="also the generation metrics (needs a prior checkpoint as --model)")
+    evaluate.add_argument("--generate-n", type=int, default=8, help="excerpts to generate for those metrics")
     evaluate.add_argument("--no-nmf", action="store_true", help="skip the NMF baseline")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")
