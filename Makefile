@@ -42,7 +42,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(VENV)/bin/ucr demo
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(VENV)/bin/ucr demo
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

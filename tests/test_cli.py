@@ -5,7 +5,9 @@ import pytest
 
 from ucr.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["config"], ["config", "show"], ["config", "presets"], ["codec"], ["codec", "roundtrip"]]
+SUBCOMMANDS = [["demo"], ["config"], ["config", "show"], ["config", "presets"], ["codec"], ["codec", "roundtrip"],
+               ["data"], ["data", "synth"], ["data", "encode"], ["train"], ["train-prior"], ["separate"],
+               ["evaluate"], ["generate"], ["vary"], ["recompose"], ["run"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w))

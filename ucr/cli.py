@@ -241,10 +241,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ucr.demo import run_demo
+JOB_STAGES = ("pipeline", "data", "encode", "train", "prior", "register", "evaluate")
 
-    return run_demo(args)
+
+def run_job(stage: str, job_args: Sequence[str]) -> int:
+    """Run ``python -m jobs.<stage>`` (Ray and MLflow live there; this package never imports them). With no
+    ``--address`` and no ``$RAY_ADDRESS`` the job starts an embedded local Ray."""
+    import subprocess
+
+    if stage not in JOB_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {list(JOB_STAGES)}")
+    return subprocess.call([sys.executable, "-m", f"jobs.{stage}", *job_args])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_job(args.stage, args.job_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{os.path.abspath(args.out)}/mlflow.db")
+    os.makedirs(args.out, exist_ok=True)
+    job_args = ["--preset", args.preset, "--out", args.out, "--workers", "2", "--supervised",
+                "--steps-curve", "5", "10", "25", *sum((["--set", o] for o in args.overrides), [])]
+    return run_job("pipeline", job_args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -257,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    demo = commands.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
+    run = commands.add_parser("run", help="run a Ray job stage in-process on an embedded local Ray (or --address)",
+                              description="Runs `python -m jobs.STAGE ARGS...`; see `ucr run STAGE --help`.")
+    run.add_argument("stage", choices=list(JOB_STAGES))
+    run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the stage (e.g. --preset demo)")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="the end-to-end experiment on the demo preset (what `make demo` runs)")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     _add_config_args(demo)
     demo.set_defaults(handler=cmd_demo)

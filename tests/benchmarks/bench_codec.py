@@ -12,11 +12,22 @@ import platform
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from ucr.codec import MDCTCodec
 from ucr.codec.encodec import EncodecCodec, random_encodec_model
-from ucr.demo import test_signal
+
+
+def test_signal(seconds: float, sample_rate: int = 24000, seed: int = 0) -> np.ndarray:
+    """``[1, L]``: a bass-like harmonic line plus noise-burst percussion."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    notes = 55.0 * 2 ** (rng.integers(0, 12, size=int(seconds * 2) + 1) / 12)
+    phase = 2 * np.pi * np.cumsum(notes[(t * 2).astype(int)]) / sample_rate
+    hits = rng.normal(size=t.shape) * np.exp(-(t % 0.25) / 0.015)
+    wave = sum(np.sin(h * phase) / h for h in range(1, 6)) * 0.3 + 0.3 * hits
+    return (wave / np.abs(wave).max() * 0.8).astype(np.float32)[None]
 
 
 def median_seconds(function, repeats: int) -> float:
