@@ -82,9 +82,9 @@ def run(args) -> dict:
     config = common.config_from(args)
     root = common.experiment_root(args, config)
     paths = common.layout(root)
-    model_uri = storage.join(paths["prior"], "final.pt")
-    if not storage.exists(model_uri):
-        model_uri = storage.join(paths["decomposer"], "final.pt")
+    from jobs.register import model_checkpoint
+
+    model_uri = getattr(args, "model", None) or model_checkpoint(root)
     supervised_uri = storage.join(paths["supervised"], "final.pt")
     with common.stage_run(args, config, "evaluate"):
         pipeline = Pipeline.from_checkpoint(model_uri)
@@ -133,6 +133,7 @@ def parser():
     parser = common.base_parser(__doc__)
     parser.add_argument("--model-name", default="ucr", help="registered model name (default: ucr)")
     parser.add_argument("--alias", default="champion")
+    parser.add_argument("--model", help="checkpoint to evaluate (default: the experiment's prior, else decomposer)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps)")
     parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
     parser.add_argument("--steps-curve", type=int, nargs="*", default=[],

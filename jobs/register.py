@@ -35,7 +35,7 @@ def run(args) -> dict:
 
     config = common.config_from(args)
     root = common.experiment_root(args, config)
-    source = model_checkpoint(root)
+    source = getattr(args, "model", None) or model_checkpoint(root)
     payload = ckpt.load(source)
     with common.stage_run(args, config, "register") as child:
         description = {"kind": payload["kind"], "source": source, "step": payload.get("step"),
@@ -62,6 +62,7 @@ def run(args) -> dict:
 def parser():
     parser = common.base_parser(__doc__)
     parser.add_argument("--model-name", default="ucr", help="registered model name (default: ucr)")
+    parser.add_argument("--model", help="checkpoint to register (default: the experiment's prior, else decomposer)")
     return parser
 
 

@@ -5,7 +5,7 @@ Ray's reporting, checkpoint persistence and resumption, and MLflow step logging.
 ``train.checkpoint_every`` steps and at the end, kept per ``CheckpointConfig``; a failed worker group is restarted
 from the latest one (``FailureConfig``); resubmitting with the same run name resumes the run.
 
-    python -m jobs.train --preset demo --out runs/demo [--workers 2] [--gpu] [--address ...] [--supervised]
+    python -m jobs.train --preset demo --out runs/demo [--workers 2] [--gpus-per-worker 1] [--address ...]
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if validator is not None:
         def on_eval(step: int, model) -> dict:
             scores = validator(model) if rank == 0 else {}
+            last.update(scores)
             logger.log(step, scores)
-            ray.train.report({**last, **scores, "step": step})
+            ray.train.report({**last, "step": step})
             return scores
 
         hooks.on_eval, hooks.eval_every = on_eval, int(loop_config["eval_every"])
@@ -121,6 +122,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         trainer.resume_if_possible()
     if rank == 0 and trainer.step:
         print(f"[train] {kind}: resumed at step {trainer.step}", flush=True)
+    if validator is not None and rank == 0:  # every report then carries the validation metric (Tune needs it)
+        last.update(validator(trainer.eval_model()))
     torch.manual_seed(config.train.seed + rank)
     trainer.fit(resume=False)
 
@@ -155,7 +158,7 @@ def ray_storage(uri: str):
 
 
 def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: str, name: str, workers: int = 1,
-                       use_gpu: bool = False, cpus_per_worker: float = 1.0, max_failures: int = 2,
+                       gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 2,
                        decomposer: str | None = None, mlflow_run_id: str | None = None,
                        extra_loop_config: dict | None = None, callbacks: list | None = None, quiet: bool = False):
     """The ``TorchTrainer`` for a decomposer / supervised / prior run (the one builder jobs and tune share)."""
@@ -166,7 +169,8 @@ def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: st
     loop_config = {"kind": kind, "config": config.to_dict(), "cache": cache, "run_uri": run_uri,
                    "decomposer": decomposer, "tracking_uri": common.tracking_uri(), "mlflow_run_id": mlflow_run_id,
                    "quiet": quiet, **(extra_loop_config or {})}
-    resources = {"CPU": cpus_per_worker}
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -181,7 +185,8 @@ def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: st
 
 def add_scaling_args(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL); default CPU (gloo)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="GPUs per worker (NCCL when > 0; fractions share a GPU); default 0: CPU and gloo")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before giving up")
 
@@ -244,7 +249,7 @@ def run(args, kind: str = "decomposer") -> dict:
         decomposer = storage.join(paths["decomposer"], "final.pt") if kind == "prior" else None
         trainer = make_torch_trainer(kind, config, cache, run_uri, paths["ray"],
                                      name=f"{common.run_name(args, config)}-{kind}", workers=args.workers,
-                                     use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                                     gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                                      max_failures=args.max_failures, decomposer=decomposer,
                                      mlflow_run_id=child.info.run_id, quiet=args.quiet)
         result = trainer.fit()

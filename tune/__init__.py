@@ -1,0 +1,1 @@
+"""Ray Tune sweeps (entry point: `python -m tune.sweep`)."""
