@@ -1,0 +1,186 @@
+"""The experiment on Ray, end to end on loopback: a local Ray head, a real MLflow server and an S3 endpoint
+(infra/local/stack.sh), `ray job submit` of the pipeline, a killed worker, a stopped-and-resubmitted job."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK = ROOT / "infra" / "local" / "stack.sh"
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*export\s+(\w+)=(.*)$", line)
+        if match:
+            env[match.group(1)] = match.group(2).strip().strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stack")
+    env = {**os.environ, "UCR_PYTHON": sys.executable}
+    up = subprocess.run(["bash", str(STACK), "up", "--dir", str(folder), "--auth", "disabled"], env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    values = read_env(folder / "stack.env")
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield values
+    finally:
+        subprocess.run(["bash", str(STACK), "down", "--dir", str(folder)], env=env, capture_output=True,
+                       timeout=120)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def submit(stack: dict, *job_args: str, wait: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`ray job submit --working-dir .` with the stack's storage and tracking variables for the job."""
+    import json
+
+    env_vars = {k: v for k, v in stack.items() if k.startswith(("AWS_", "MLFLOW_"))}
+    env_vars["OMP_NUM_THREADS"] = "1"
+    command = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", stack["RAY_DASHBOARD"],
+               "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    if not wait:
+        command.append("--no-wait")
+    command += ["--", "python", *job_args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "RAY_ADDRESS": stack["RAY_DASHBOARD"]})
+
+
+def test_pipeline_job_on_the_local_stack(stack):
+    from mlflow import MlflowClient
+
+    from ucr import storage
+
+    out = f"{stack['UCR_S3_URI']}/exp-smoke"
+    done = submit(stack, "-m", "jobs.pipeline", "--preset", "smoke", "--out", out, "--workers", "2", "--quiet",
+                  "--run-name", "smoke-job", "--experiment", "ucr-test", "--max-chunks", "4")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Separation on the test split" in done.stdout
+    # data, caches and checkpoints live in S3
+    for path in ("data/train", "latents/train/manifest.json", "latents/test/manifest.json",
+                 "decomposer/final.pt", "prior/final.pt", "reports/test/report.md"):
+        assert storage.exists(storage.join(out, path)), path
+    assert any(name.startswith("step-") for name in storage.listdir(storage.join(out, "decomposer", "checkpoints")))
+    # the MLflow server holds a parent run with one child per stage, params, metrics, artifacts, the registry
+    client = MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("ucr-test")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ucr.run_name` = 'smoke-job'")
+    parents = [r for r in runs if r.data.tags.get("ucr.parent") == "true"]
+    children = {r.data.tags.get("ucr.stage"): r for r in runs if r.data.tags.get("ucr.stage")}
+    assert len(parents) == 1
+    assert set(children) == {"data", "encode", "train", "prior", "register", "evaluate"}
+    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in children.values())
+    train = children["train"]
+    assert train.data.params["model.n_components"] == "2"
+    assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2
+    artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
+    assert {"config.json", "train_loss.png"} <= artifacts
+    evaluate = children["evaluate"]
+    assert "val_si_sdri" in evaluate.data.metrics
+    assert any(a.path == "test_report" for a in client.list_artifacts(evaluate.info.run_id))
+    champion = client.get_model_version_by_alias("ucr", "champion")
+    assert champion.tags["ucr.run_name"] == "smoke-job"
+
+
+def test_stopped_job_resumes_when_resubmitted(stack, tmp_path):
+    out = str(tmp_path / "exp")
+    common = ["--preset", "smoke", "--out", out, "--quiet", "--run-name", "resume-me", "--experiment", "ucr-test"]
+    prepared = submit(stack, "-m", "jobs.pipeline", *common, "--skip-prior", "--set", "train.steps=2",
+                      "--max-chunks", "2")
+    assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
+    long_run = ["--set", "train.steps=3000", "--set", "train.checkpoint_every=20", "--set", "train.log_every=20"]
+    started = submit(stack, "-m", "jobs.train", *common, *long_run, wait=False, timeout=120)
+    job_id = re.search(r"raysubmit_\w+", started.stdout + started.stderr).group(0)
+    checkpoints = Path(out) / "decomposer" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+            int(p.stem.split("-")[1]) >= 20 for p in checkpoints.glob("step-*.pt")):
+        time.sleep(1)
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "job", "stop", "--address", stack["RAY_DASHBOARD"], job_id], capture_output=True,
+                   timeout=120)
+    reached = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.pt"))
+    assert reached >= 20
+    again = submit(stack, "-m", "jobs.train", *common, "--set", f"train.steps={reached + 10}",
+                   "--set", "train.checkpoint_every=20", "--set", "train.log_every=5")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed = re.search(r"resumed at step (\d+)", again.stdout + again.stderr)
+    assert resumed and int(resumed.group(1)) >= 20
+
+
+def test_killed_worker_costs_at_most_one_checkpoint_interval(stack, tmp_path, slakh_root):
+    """A worker process is killed mid-training; Ray restarts the group from the latest checkpoint."""
+    import mlflow
+    import ray
+
+    from jobs import common, train
+    from ucr.codec import MDCTCodec
+    from ucr.config import load_config
+    from ucr.data.latents import EncodeSettings, encode_split
+
+    cache = str(tmp_path / "cache")
+    encode_split(EncodeSettings.from_config(load_config("smoke"), str(slakh_root), "train", False, 2),
+                 MDCTCodec(), cache, progress=False)
+    steps, every = 400, 25
+    config = load_config("smoke", {"train.steps": steps, "train.checkpoint_every": every, "train.log_every": 1})
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    run_id = mlflow.MlflowClient().create_run(common.mlflow_experiment("kill-test")).info.run_id
+    ray.init(address=stack["RAY_ADDRESS"], runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    try:
+        trainer = train.make_torch_trainer("decomposer", config, cache, str(tmp_path / "run"),
+                                           str(tmp_path / "ray"), name="kill-test", workers=2, max_failures=2,
+                                           mlflow_run_id=run_id, quiet=True)
+        killed = []
+
+        def kill_a_worker() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if list((tmp_path / "run" / "checkpoints").glob("step-*.pt")):
+                    found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
+                    pids = [int(p) for p in found.stdout.split()]
+                    if pids:
+                        os.kill(pids[-1], signal.SIGKILL)
+                        killed.append(pids[-1])
+                        return
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=kill_a_worker, daemon=True)
+        watcher.start()
+        result = trainer.fit()
+        watcher.join(timeout=5)
+    finally:
+        ray.shutdown()
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert killed, "no worker was killed (training finished first?)"
+    assert result.error is None and result.metrics["step"] == steps
+    history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
+    logged_steps = [m.step for m in history]
+    replayed = len(logged_steps) - len(set(logged_steps))
+    assert replayed <= every, (replayed, every)  # at most the steps since the last checkpoint are redone
+    assert sorted(set(logged_steps)) == list(range(1, steps + 1))
+    shutil.rmtree(tmp_path / "ray", ignore_errors=True)

@@ -1,0 +1,45 @@
+"""A smoke-scale sweep: Optuna over K and the learning rate, ASHA stopping trials early on the validation score,
+child runs in MLflow, the best model registered; rerunning the same sweep resumes it instead of starting over."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_sweep_and_resume(tmp_path):
+    from mlflow import MlflowClient
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    command = [sys.executable, "-m", "tune.sweep", "--space", "tune/spaces/smoke.yaml", "--trials", "4",
+               "--concurrency", "2", "--out", str(tmp_path / "exp"), "--name", "smoke-sweep", "--quiet",
+               "--register-best", "--max-chunks", "2", "--results-dir", str(tmp_path / "results")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    match = re.search(r"\[sweep\] (\d+) trials, (\d+) stopped early by ASHA", output)
+    assert match and int(match.group(1)) == 4
+    assert int(match.group(2)) >= 1, "ASHA stopped no trial early"
+    assert (tmp_path / "results" / "summary.md").exists()
+    assert (tmp_path / "results" / "optimization_history.png").exists()
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("ucr-smoke")
+    trials = client.search_runs([experiment.experiment_id], filter_string="tags.`ucr.sweep` = 'smoke-sweep'")
+    assert len(trials) == 4
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in trials}
+    assert len(parents) == 1 and None not in parents
+    assert any("val_si_sdri" in run.data.metrics for run in trials)
+    versions = client.search_model_versions("name = 'ucr'")
+    assert any(v.tags.get("ucr.run_name") == "smoke-sweep-best" for v in versions)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "[sweep] resuming smoke-sweep" in again.stdout + again.stderr
+    assert len(client.search_runs([experiment.experiment_id],
+                                  filter_string="tags.`ucr.sweep` = 'smoke-sweep'")) == 4  # no new trials
