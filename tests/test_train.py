@@ -185,10 +185,12 @@ def test_projection_onto_the_mixture_is_exact_and_energy_weighted():
 
     parts = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # [B=1, K=2, C=1, T=2]
     mixture = torch.tensor([[[3.0, 1.0]]])  # [B, C, T]
-    corrected = project_to_mixture(parts, mixture)
+    corrected = project_to_mixture(parts, mixture, smooth=(1, 1))
     torch.testing.assert_close(corrected.mean(1), mixture)
     # frame 0: residual 3 - 1 = 2 goes (almost) all to part 0, which holds (almost) all the energy
     assert corrected[0, 0, 0, 0] == pytest.approx(6.0, abs=1e-5) and corrected[0, 1, 0, 0] == pytest.approx(0, abs=1e-5)
+    smoothed = project_to_mixture(parts, mixture)  # default 3x3 smoothing: still exact in composition
+    torch.testing.assert_close(smoothed.mean(1), mixture)
 
 
 def test_mixture_consistent_separation_composes_to_the_input():

@@ -169,13 +169,21 @@ class Decomposer(nn.Module):
 SEPARATION_MODES = ("independent", "mixture_consistent")
 
 
-def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Correct ``parts [B, K, C, T]`` so that their mean equals ``mixture [B, C, T]``: the residual is shared in
-    proportion to each part's energy per coefficient, ``w_k = p_k^2 / sum_j p_j^2`` (equal shares where all are 0).
-    ``mean_k(p_k + K w_k r) = mean_k p_k + r = mixture``."""
-    K = parts.shape[1]
+def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, smooth: tuple[int, int] = (3, 3),
+                       eps: float = 1e-8) -> torch.Tensor:
+    """Correct ``parts [B, K, C, T]`` so that their mean equals ``mixture [B, C, T]``.
+
+    The residual ``r = mixture - mean_k p_k`` is shared in proportion to each part's local energy,
+    ``w_k = E_k / sum_j E_j`` with ``E_k = p_k^2`` averaged over a ``smooth`` (channels x frames) neighbourhood (a
+    Wiener-like split with a smoothed power estimate; (1, 1) = per coefficient). ``mean_k(p_k + K w_k r) = mixture``.
+    """
+    B, K, C, T = parts.shape
     residual = mixture - parts.mean(dim=1)  # [B, C, T]
-    energy = parts.square() + eps
+    energy = parts.square().reshape(B * K, 1, C, T)
+    if smooth != (1, 1):
+        energy = nn.functional.avg_pool2d(energy, smooth, stride=1, padding=(smooth[0] // 2, smooth[1] // 2),
+                                          count_include_pad=False)
+    energy = energy.reshape(B, K, C, T) + eps
     weights = energy / energy.sum(dim=1, keepdim=True)  # [B, K, C, T]
     return parts + K * weights * residual[:, None]
 
