@@ -363,10 +363,11 @@ def test_serve_import_paths_and_deployments_exist_in_the_repository():
                  if isinstance(t, ast.Name)}
         names |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
         assert attr in names, f"{path.relative_to(REPO)} defines no {attr!r}"
-        source = path.read_text()
+        package = path.parent  # deployments may live in any module of the application's package
+        source = "\n".join(p.read_text() for p in sorted(package.glob("*.py")))
         for dep in app.get("deployments", []):
             assert f'name="{dep["name"]}"' in source or f"class {dep['name']}" in source, \
-                f"deployment {dep['name']!r} is not defined in {path.relative_to(REPO)}"
+                f"deployment {dep['name']!r} is not defined in {package.relative_to(REPO)}/"
 
 
 def test_rayservice_serve_config_is_generated_from_serve_config_yaml():

@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("input", metavar="IN", help="audio file (any rate, mono or stereo; local or s3://)")
     separate.add_argument("--model", required=True, help="checkpoint file or run folder (local or s3://)")
     separate.add_argument("--out", required=True, help="output folder: one WAV per component")
-    separate.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50, the paper)")
+    separate.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps of the model)")
     separate.add_argument("--seed", type=int, default=0)
     separate.add_argument("--mode", choices=["independent", "mixture_consistent"],
                           help="independent (the paper) or mixture_consistent (default: the model's setting)")

@@ -85,7 +85,7 @@ class Pipeline:
         model = build_decomposer(config.model, codec.channels, stats)
         weights = payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
         model.load_state_dict(weights)
-        metadata = {"uri": uri, "kind": payload["kind"], "step": payload.get("step"),
+        metadata = {"uri": uri, "kind": "prior" if prior is not None else payload["kind"], "step": payload.get("step"),
                     "sources": payload.get("sources"), "has_prior": prior is not None}
         return cls(model, codec, config, metadata, device=resolve_device(device), prior=prior)
 
@@ -146,10 +146,11 @@ class Pipeline:
             weight[start:start + window] += w
         return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
 
-    def separate(self, wave: np.ndarray, sample_rate: int, steps: int = 50, seed: int = 0,
+    def separate(self, wave: np.ndarray, sample_rate: int, steps: int | None = None, seed: int = 0,
                  mode: str | None = None) -> Separation:
         """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` -> :class:`Separation` with ``components [K, L]``
         at the codec's rate (``L`` = the input's length after resampling)."""
+        steps = self.config.diffusion.sampler_steps if steps is None else steps
         if not 1 <= steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {steps}")
         mono = self.prepare(wave, sample_rate)

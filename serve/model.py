@@ -1,0 +1,189 @@
+"""The model deployment: one :class:`ucr.pipeline.Pipeline`, requests delegated to it, new versions swapped in by
+``reconfigure``. Takes and returns plain data (numpy arrays, dicts); HTTP is the ingress's business."""
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from ray import serve
+
+from serve.settings import ModelSettings
+from serve.source import ModelSource, resolve
+from ucr import audio
+from ucr.pipeline import Pipeline
+
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline and where it came from; replaced as a whole on reconfigure, never mutated."""
+
+    pipeline: Pipeline
+    source: ModelSource
+    loaded_at: float
+
+    def describe(self) -> dict:
+        return self.source.describe()
+
+
+def _load(settings: ModelSettings) -> LoadedModel:
+    started = time.perf_counter()
+    source = resolve(settings.model, tracking_uri=settings.tracking_uri)
+    try:
+        pipeline = Pipeline.from_checkpoint(source.checkpoint, device=settings.device)
+    finally:
+        source.cleanup()  # the weights are in memory now; downloaded files are not needed
+    logger.info("loaded %s (version %s) in %.1f s", source.reference, source.version,
+                time.perf_counter() - started)
+    return LoadedModel(pipeline, source, time.time())
+
+
+class Failure(dict):
+    """A request the pipeline refused: ``{"status": 4xx, "detail": message}`` (returned, not raised, so it crosses
+    the handle as plain data)."""
+
+
+def _failure(status: int, detail: str) -> Failure:
+    return Failure(status=status, detail=detail)
+
+
+def _run(loaded: LoadedModel, task, *args) -> dict | Failure:
+    """Call ``task(loaded, *args)``; a ``ValueError`` of the pipeline is the caller's fault (422, 400 for audio)."""
+    started = time.perf_counter()
+    try:
+        result = task(loaded, *args)
+    except audio.AudioError as err:
+        return _failure(400, str(err))
+    except ValueError as err:
+        return _failure(422, str(err))
+    if isinstance(result, Failure):
+        return result
+    return {**result, "model": loaded.describe(), "elapsed_s": round(time.perf_counter() - started, 4)}
+
+
+def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
+    pipeline = loaded.pipeline
+    K = pipeline.n_components
+    component = job.get("component")
+    if component is not None and not 0 <= component < K:
+        return _failure(422, f"component={component} is out of range: this model has {K} components, "
+                             f"use 0..{K - 1}")
+    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
+    mode = job.get("mode") or pipeline.config.diffusion.separation
+    result = pipeline.separate(job["wave"], job["sample_rate"], steps=steps, seed=job["seed"], mode=mode)
+    components = result.components  # [K, L]
+    indices = list(range(K)) if component is None else [component]
+    return {"components": components[indices], "indices": indices, "sample_rate": result.sample_rate,
+            "steps": steps, "seed": job["seed"], "mode": mode, "n_components": K}
+
+
+def _require_prior(loaded: LoadedModel, what: str) -> Failure | None:
+    if loaded.pipeline.prior is None:
+        return _failure(409, f"the served model {loaded.source.reference} has no prior, so it cannot {what}; serve a "
+                             f"prior checkpoint (trained with `ucr train-prior`, which embeds its decomposer)")
+    return None
+
+
+def _generate(loaded: LoadedModel, job: dict) -> dict | Failure:
+    refused = _require_prior(loaded, "generate")
+    if refused:
+        return refused
+    pipeline = loaded.pipeline
+    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
+    out = pipeline.generate(n=job["count"], seconds=job["seconds"], seed=job["seed"], steps=steps)
+    return {"mixtures": out["mixture"], "components": out["components"], "sample_rate": out["sample_rate"],
+            "steps": steps, "seed": job["seed"], "n_components": pipeline.n_components}
+
+
+def _vary(loaded: LoadedModel, job: dict) -> dict | Failure:
+    refused = _require_prior(loaded, "vary")
+    if refused:
+        return refused
+    pipeline = loaded.pipeline
+    K = pipeline.n_components
+    keep = job["keep"]
+    if any(not 0 <= k < K for k in keep) or len(set(keep)) != len(keep):
+        return _failure(422, f"keep={keep}: list distinct components in 0..{K - 1} (this model has {K})")
+    if len(keep) == K:
+        return _failure(422, f"keep={keep} keeps every component, which leaves nothing to vary; keep fewer")
+    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
+    out = pipeline.vary(job["wave"], job["sample_rate"], keep=keep, seed=job["seed"], steps=steps, n=job["count"])
+    return {"mixtures": out["mixture"], "components": out["components"], "sample_rate": out["sample_rate"],
+            "steps": steps, "seed": job["seed"], "keep": keep, "n_components": K}
+
+
+@serve.deployment(name="UCRModel", max_ongoing_requests=8, max_queued_requests=16,
+                  ray_actor_options={"num_cpus": 1}, graceful_shutdown_timeout_s=120)
+class UCRModel:
+    """Holds the pipeline; every method takes plain data and returns plain data (or a :class:`Failure`)."""
+
+    def __init__(self) -> None:
+        self._loaded: LoadedModel | None = None
+        self._settings: ModelSettings | None = None
+        self._reload_error: str | None = None
+        self._lock = asyncio.Lock()  # one reconfigure at a time
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply a new ``user_config``. A new model is loaded on a worker thread while requests keep being served by
+        the current one, then swapped in with a single assignment. If a *later* load fails the replica keeps the model
+        it has (and ``/model`` reports the error); the first load failing fails the replica."""
+        settings = ModelSettings.from_dict(user_config)
+        async with self._lock:
+            self._separate_batch.set_max_batch_size(settings.max_batch_size)
+            self._separate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+            previous, self._settings = self._settings, settings
+            if previous is not None and previous.load_key() == settings.load_key() and self._loaded is not None:
+                return
+            try:
+                loaded = await asyncio.to_thread(_load, settings)
+            except Exception as err:
+                if self._loaded is None:
+                    raise
+                self._reload_error = f"{type(err).__name__}: {err}"
+                logger.error("reconfigure to %s failed; still serving %s: %s", settings.model,
+                             self._loaded.source.reference, self._reload_error)
+                return
+            self._loaded, self._reload_error = loaded, None  # the swap: in-flight requests hold the old one
+
+    def _current(self) -> LoadedModel:
+        assert self._loaded is not None, "reconfigure() has not loaded a model yet"
+        return self._loaded
+
+    async def info(self) -> dict:
+        loaded = self._current()
+        pipeline = loaded.pipeline
+        config = pipeline.config
+        return {**loaded.describe(), "card": loaded.source.card, "loaded_at": loaded.loaded_at,
+                "reload_error": self._reload_error,
+                "config": {"preset": config.name, "codec": config.codec.name, "n_components": pipeline.n_components,
+                           "sources": pipeline.metadata.get("sources"), "has_prior": pipeline.prior is not None,
+                           "sample_rate": pipeline.sample_rate, "sampler_steps": config.diffusion.sampler_steps,
+                           "separation": config.diffusion.separation,
+                           "kind": "prior" if pipeline.prior is not None else pipeline.metadata.get("kind"),
+                           "step": pipeline.metadata.get("step")},
+                "batching": {"enabled": self._settings.batching, "max_batch_size": self._settings.max_batch_size,
+                             "batch_wait_timeout_s": self._settings.batch_wait_timeout_s},
+                "replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid()}
+
+    async def separate(self, job: dict) -> dict | Failure:
+        """``job``: wave ``[channels, L]``, sample_rate, steps (None: the model's), seed, mode, component."""
+        if self._settings.batching:
+            return await self._separate_batch(job)
+        loaded = self._current()
+        return await asyncio.to_thread(_run, loaded, _separate, job)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
+    async def _separate_batch(self, jobs: list[dict]) -> list[dict | Failure]:
+        # One model for the whole batch, taken once: a reconfigure during the batch does not mix versions.
+        # The pipeline separates one input at a time (it windows long inputs and batches the windows itself).
+        loaded = self._current()
+        return await asyncio.to_thread(lambda: [_run(loaded, _separate, job) for job in jobs])
+
+    async def generate(self, job: dict) -> dict | Failure:
+        return await asyncio.to_thread(_run, self._current(), _generate, job)
+
+    async def vary(self, job: dict) -> dict | Failure:
+        return await asyncio.to_thread(_run, self._current(), _vary, job)

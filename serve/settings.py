@@ -1,0 +1,148 @@
+"""Settings of the Serve application, as frozen dataclasses: the model deployment's ``user_config``
+(:class:`ModelSettings`, reconfigurable in place), the ingress's limits (:class:`HTTPSettings`) and the arguments of
+``serve.app.app_builder`` (:class:`AppArgs`). Unknown keys raise, naming the valid ones."""
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from serve.source import DEFAULT_MODEL
+from ucr.pipeline import MIN_SECONDS
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """CLI args (``serve run ... key=value``) arrive as strings: turn them into the field's type."""
+    if value is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    target = args[0] if len(args) == 1 else None
+    if target is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return lowered in ("true", "1", "yes")
+    if target in (int, float) and isinstance(value, str):
+        try:
+            return target(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a {target.__name__}, got {value!r}") from None
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def from_mapping(cls, values: dict | None, what: str):
+    """Build a settings dataclass from a dict, naming unknown keys and the valid ones."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; valid: {valid}")
+    return cls(**{key: _coerce(f"{what}.{key}", hints[key], value) for key, value in values.items()})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model deployment's ``user_config``: change it (``serve deploy`` or ``serve.run``) to reconfigure the
+    running replicas in place."""
+
+    model: str = DEFAULT_MODEL  # models:/<name>@<alias>, models:/<name>/<version>, or a checkpoint path / s3:// URI
+    tracking_uri: str | None = None  # MLflow tracking/registry URI; None: MLFLOW_TRACKING_URI of the replica
+    device: str = "cpu"  # torch device of the pipeline ("auto" picks CUDA when there is one)
+    batching: bool = True  # separation through @serve.batch (False: each request on its own thread)
+    max_batch_size: int = 4  # separation requests per batch call
+    batch_wait_timeout_s: float = 0.02  # how long a batch waits to fill up
+    reload: int | str = 0  # change it to load the reference again (e.g. after moving an alias to a new version)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model must name a model (e.g. {DEFAULT_MODEL}), got {self.model!r}")
+        if not isinstance(self.max_batch_size, int) or not 1 <= self.max_batch_size <= 64:
+            raise ValueError(f"max_batch_size must be an integer in [1, 64], got {self.max_batch_size!r}")
+        if not isinstance(self.batch_wait_timeout_s, (int, float)) or not 0 <= self.batch_wait_timeout_s <= 10:
+            raise ValueError(f"batch_wait_timeout_s must be in [0, 10] seconds, got {self.batch_wait_timeout_s!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "ModelSettings":
+        return from_mapping(cls, values, "user_config")
+
+    def load_key(self) -> tuple:
+        """Settings whose change means loading the model again (batching settings apply without a reload)."""
+        return (self.model, self.tracking_uri, self.device, self.reload)
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """The ingress's limits and authentication."""
+
+    api_key: str | None = None  # None: UCR_API_KEY, or the file named by UCR_API_KEY_FILE, of the replica
+    max_upload_mb: float = 25.0  # request body limit (413 above it)
+    max_seconds: float = 60.0  # longest upload, and most generated audio per request (count x seconds)
+    public_docs: bool = False  # serve /docs and /openapi.json without the API key
+
+    def __post_init__(self) -> None:
+        if not self.max_upload_mb > 0:
+            raise ValueError(f"max_upload_mb must be positive, got {self.max_upload_mb!r}")
+        if not MIN_SECONDS <= self.max_seconds <= 3600:
+            raise ValueError(f"max_seconds must be in [{MIN_SECONDS}, 3600], got {self.max_seconds!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        key = os.environ.get("UCR_API_KEY", "")
+        path = os.environ.get("UCR_API_KEY_FILE", "")
+        if not key and path:
+            with open(path, encoding="utf-8") as handle:
+                key = handle.read().strip()
+        return key or None
+
+
+def _env_default(name: str, fallback: Any) -> Any:
+    return os.environ.get(name) or fallback
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    """Arguments of :func:`app_builder` (``serve run serve.app:app_builder key=value ...`` or ``args:`` in a Serve
+    config). Defaults come from the environment where noted; ``serve deploy`` configs usually override the
+    deployment settings (replicas, queues) in their ``deployments:`` section instead."""
+
+    model: str = ""  # default: UCR_MODEL, else models:/ucr@champion
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI (passed on to the model replicas)
+    device: str = "cpu"
+    batching: bool = True
+    max_batch_size: int = 4
+    batch_wait_timeout_s: float = 0.02
+    reload: int | str = 0
+    api_key: str | None = None  # prefer UCR_API_KEY / UCR_API_KEY_FILE in the replicas' environment
+    max_upload_mb: float = 25.0
+    max_seconds: float = 60.0
+    public_docs: bool = False
+    model_replicas: int = 1
+    model_num_cpus: float = 1.0
+    model_max_ongoing_requests: int = 8  # requests a model replica works on or holds in its batch queue
+    model_max_queued_requests: int = 16  # requests waiting per caller before 503
+    ingress_replicas: int = 1
+    ingress_max_ongoing_requests: int = 64
+    ingress_max_queued_requests: int = 128
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "AppArgs":
+        return from_mapping(cls, values, "app")
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(model=self.model or _env_default("UCR_MODEL", DEFAULT_MODEL),
+                             tracking_uri=self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+                             device=self.device, batching=self.batching, max_batch_size=self.max_batch_size,
+                             batch_wait_timeout_s=self.batch_wait_timeout_s, reload=self.reload)
+
+    def http_settings(self) -> HTTPSettings:
+        return HTTPSettings(api_key=self.api_key or None, max_upload_mb=self.max_upload_mb,
+                            max_seconds=self.max_seconds, public_docs=self.public_docs)
