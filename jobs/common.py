@@ -90,6 +90,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     runtime_env = {"env_vars": worker_env()}
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
+        # inside `ray job submit` the job's own runtime env (e.g. --runtime-env-json) is merged with ours
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -158,7 +160,7 @@ def stage_run(args: argparse.Namespace, config: ExperimentConfig, stage: str) ->
     experiment_id = client.get_run(parent).info.experiment_id
     mlflow.set_tracking_uri(tracking_uri())
     with mlflow.start_run(run_id=parent, experiment_id=experiment_id, log_system_metrics=False):
-        with mlflow.start_run(run_name=f"{run_name(args, config)}/{stage}", nested=True,
+        with mlflow.start_run(run_name=f"{run_name(args, config)}/{stage}", nested=True, experiment_id=experiment_id,
                               tags={"ucr.stage": stage, "ucr.run_name": run_name(args, config)}) as child:
             mlflow.log_params({k: str(v)[:500] for k, v in config.to_flat_dict().items()})
             started = time.monotonic()
@@ -174,6 +176,20 @@ def log_json(name: str, data: dict) -> None:
         with open(path, "w") as handle:
             json.dump(data, handle, indent=1, default=str)
         mlflow.log_artifact(path)
+
+
+def log_uri_artifact(uri: str, artifact_path: str | None = None) -> None:
+    """Log a file or folder that may live in S3 (copied through a temporary folder) as an MLflow artifact."""
+    import mlflow
+
+    if not storage.is_remote(uri):
+        (mlflow.log_artifacts if os.path.isdir(uri) else mlflow.log_artifact)(uri, artifact_path)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        fs, path = storage.filesystem(uri)
+        target = os.path.join(folder, os.path.basename(path.rstrip("/")))
+        fs.get(path, target, recursive=fs.isdir(path))
+        (mlflow.log_artifacts if os.path.isdir(target) else mlflow.log_artifact)(target, artifact_path)
 
 
 def print_result(stage: str, result: dict) -> None:

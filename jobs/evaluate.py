@@ -42,11 +42,11 @@ def log_report(report: dict, prefix: str, folder: str) -> None:
     mlflow.log_metrics(metrics)
     for name in ("report.md", "report.json", "spectrograms.png"):
         path = storage.join(folder, name)
-        if storage.exists(path) and not storage.is_remote(path):
-            mlflow.log_artifact(path, artifact_path=f"{prefix}_report")
+        if storage.exists(path):
+            common.log_uri_artifact(path, artifact_path=f"{prefix}_report")
     audio_folder = storage.join(folder, "audio")
-    if storage.exists(audio_folder) and not storage.is_remote(audio_folder):
-        mlflow.log_artifacts(audio_folder, artifact_path=f"{prefix}_report/audio")
+    if storage.exists(audio_folder):
+        common.log_uri_artifact(audio_folder, artifact_path=f"{prefix}_report")
 
 
 def promote(model_name: str, alias: str, run_name: str, score: float) -> dict:
@@ -107,8 +107,7 @@ def run(args) -> dict:
             mlflow.log_metrics({"gen_frechet_mixture": generation["mixture_latent_frames"]["generated"]["frechet"],
                                 "gen_frechet_components": generation["component_patches"]["generated"]["frechet"],
                                 "gen_consistency_si_sdr": generation["consistency_si_sdr"]["mean"]})
-            if not storage.is_remote(out):
-                mlflow.log_artifact(storage.join(out, "generation_report.md"), artifact_path="test_report")
+            common.log_uri_artifact(storage.join(out, "generation_report.md"), artifact_path="test_report")
             generated = pipeline.generate(n=1, seconds=4.0, seed=0, steps=steps)
             with tempfile.TemporaryDirectory() as folder:
                 from ucr import audio

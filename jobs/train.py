@@ -210,8 +210,7 @@ def log_outcome(run_uri: str, stage: str) -> dict:
             with open(path, "wb") as handle:
                 handle.write(png)
             mlflow.log_artifact(path)
-    if not storage.is_remote(final):
-        mlflow.log_artifact(final, artifact_path="checkpoint")
+    common.log_uri_artifact(final, artifact_path="checkpoint")
     return {"final": final, "step": payload["step"]}
 
 
