@@ -54,6 +54,8 @@ def test_report_has_every_method_reference_and_matching(trained, tmp_path):
                           for m in ("per-example", "fixed"))
             assert np.mean(per) >= np.mean(fixed) - 1e-9
     assert len(report["steps_curve"]) == 2 and report["peak_memory_mb"] > 0
+    assert set(report["steps_curve"][0]["si_sdri"]) == {"Drums", "Bass"}
+    assert all(np.isfinite(v) for v in report["steps_curve"][0]["si_sdri"].values())
     saved = json.loads((out / "report.json").read_text())
     assert saved["n_chunks"] == report["n_chunks"] == 4
     text = (out / "report.md").read_text()

@@ -182,7 +182,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
         "results": rows,
     }
     if options.steps_curve:
-        report["steps_curve"] = steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options)
+        report["steps_curve"] = steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options, source_names)
     report["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_report(report, out)
     write_examples(out, methods[0], stem_waves, mixtures, sample_rate, options.audio_examples, source_names)
@@ -218,7 +218,8 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     return out
 
 
-def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOptions) -> list[dict]:
+def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOptions,
+                source_names: list[str]) -> list[dict]:
     """Real-time factor and SI-SDRi (windowed, fixed matching, original references) per sampler step count."""
     n = min(options.curve_chunks, len(mixture_latents))
     L = stem_waves.shape[-1]
@@ -231,7 +232,7 @@ def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
         rows, _ = _score(method, stem_waves[:n], mixtures[:n], pipeline.sample_rate, options)
         chosen = [r for r in rows if r["matching"] == "fixed" and r["protocol"] == "windowed"]
         points.append({"steps": steps, "rtf": seconds / (n * L / pipeline.sample_rate),
-                       "si_sdri": {str(r["source"]): r["si_sdri"]["mean"] for r in chosen}})
+                       "si_sdri": {source_names[r["source"]]: r["si_sdri"]["mean"] for r in chosen}})
     return points
 
 
