@@ -70,6 +70,7 @@ def submit(stack: dict, *job_args: str, wait: bool = True, timeout: float = 900)
                           env={**os.environ, "RAY_ADDRESS": stack["RAY_DASHBOARD"]})
 
 
+@pytest.mark.timeout(1200)
 def test_pipeline_job_on_the_local_stack(stack):
     from mlflow import MlflowClient
 
@@ -106,6 +107,7 @@ def test_pipeline_job_on_the_local_stack(stack):
     assert champion.tags["ucr.run_name"] == "smoke-job"
 
 
+@pytest.mark.timeout(1200)
 def test_stopped_job_resumes_when_resubmitted(stack, tmp_path):
     out = str(tmp_path / "exp")
     common = ["--preset", "smoke", "--out", out, "--quiet", "--run-name", "resume-me", "--experiment", "ucr-test"]

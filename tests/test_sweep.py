@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(1500)
 def test_smoke_sweep_and_resume(tmp_path):
     from mlflow import MlflowClient
 
