@@ -80,7 +80,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def on_log(step: int, metrics: dict) -> None:
         last.update(metrics)
         logger.log(step, metrics)
-        ray.train.report({**metrics, "step": step})
+        ray.train.report({**last, "step": step})  # carries the latest validation score too
 
     def on_checkpoint(step: int, uri: str) -> None:
         metrics = {**last, "step": step}

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# slow: minutes on 2 cores, and on a machine where other Ray instances run, Ray Train's placement-group cleaner
+# cannot find its cluster and later trials stall (see issue notes); `make test-slow` runs it.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.mark.timeout(1500)
