@@ -12,7 +12,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)+cpu" \
 		  || $(PY) -m pip install -q torch --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
 # FluidSynth (system library) renders the synthetic data; installed where the machine allows it.
