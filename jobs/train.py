@@ -114,12 +114,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     else:
         trainer = build_decomposer_trainer(config, loop_config["cache"], loop_config["run_uri"],
                                            supervised=kind == "supervised", **common_args)
+    # resume from the newest of Ray's restored checkpoint and the run folder's own (a stopped job may have written
+    # checkpoints that Ray's run state did not record before it died)
+    candidates = []
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            trainer.load_state(ckpt.load(os.path.join(folder, CHECKPOINT_FILE)))
-    else:
-        trainer.resume_if_possible()
+            candidates.append(ckpt.load(os.path.join(folder, CHECKPOINT_FILE)))
+    own = ckpt.latest(loop_config["run_uri"])
+    if own is not None:
+        candidates.append(ckpt.load(own))
+    if candidates:
+        trainer.load_state(max(candidates, key=lambda payload: int(payload["step"])))
     if rank == 0 and trainer.step:
         print(f"[train] {kind}: resumed at step {trainer.step}", flush=True)
     if validator is not None and rank == 0:  # every report then carries the validation metric (Tune needs it)
