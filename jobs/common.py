@@ -79,10 +79,16 @@ def worker_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None):
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False):
     """Connect to ``address`` / ``$RAY_ADDRESS`` (a cluster, or the one a ``ray job submit`` runs in), or start an
     embedded local Ray. The embedded one runs with token auth disabled unless ``RAY_AUTH_MODE`` says otherwise: it
-    listens on loopback only and lives as long as this process."""
+    listens on loopback only and lives as long as this process.
+
+    ``dashboard=True`` gives the embedded Ray its dashboard on a free loopback port and points every worker's State
+    API at it (``RAY_API_SERVER_ADDRESS``). Tune needs it: when ASHA stops a trial, Ray Train's placement-group
+    cleaner asks the State API whether the trial's controller died and only then frees its CPUs; without a
+    dashboard (or with several Ray instances on the machine to guess from) the question fails forever, the CPUs
+    stay reserved and later trials time out waiting for workers."""
     import ray
 
     if ray.is_initialized():
@@ -93,10 +99,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
         # inside `ray job submit` the job's own runtime env (e.g. --runtime-env-json) is merged with ours
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+        return ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    options: dict[str, Any] = {"include_dashboard": False}
+    if dashboard:
+        port = free_port()
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+        runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=True, **options)
     return ray
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

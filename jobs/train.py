@@ -135,9 +135,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _validator(loop_config: dict, config):
-    """A quick separation score on a fixed validation subset (Tune's early-stopping metric), or None."""
+    """Tune's early-stopping metric on a fixed validation subset, or None: a quick separation score for a decomposer
+    (``val_si_sdri``), the held-out masked denoising loss for a prior (``val_prior_loss``)."""
     if not loop_config.get("eval_every"):
         return None
+    if loop_config["kind"] == "prior":
+        from ucr.train.tasks import prior_validator
+
+        return prior_validator(loop_config["decomposer"], loop_config["val_cache"],
+                               n_chunks=int(loop_config["eval_chunks"]), crop_frames=config.data.crop_frames)
     from ucr.evaluate import quick_separation_score
 
     def validate(model) -> dict:

@@ -5,7 +5,7 @@ import torch
 from tests.conftest import SR
 from tests.test_train import tiny, train_cache  # noqa: F401 (fixture)
 from ucr.pipeline import Pipeline
-from ucr.prior import MaskedPrior, sample_masks
+from ucr.prior import MaskedPrior, sample_masks, validation_loss
 from ucr.train import checkpoint as ckpt
 from ucr.train.tasks import build_decomposer_trainer, build_prior_trainer
 
@@ -42,6 +42,27 @@ def test_loss_counts_masked_components_only():
         assert prior(z).abs().max() == 0
     finally:
         prior_module.sample_masks = original
+
+
+def test_validation_loss_closed_form_and_same_task_for_every_setting():
+    z = torch.randn(10, 3, 1, 16) * 2.0 + 1.0  # [N, K, Cz, T]
+    priors = [MaskedPrior(3, unet_channels=(16, 32), attention_levels=(), embedding_dim=16, dropout=0.0,
+                          all_masked_prob=p) for p in (0.2, 0.8)]
+    priors[1].load_state_dict(priors[0].state_dict())
+    for prior in priors:
+        prior.set_statistics(z)
+    first = validation_loss(priors[0], z, seed=3, batch_size=4)
+    assert first == validation_loss(priors[0], z, seed=3, batch_size=4)  # the same draws every time
+    assert first == pytest.approx(validation_loss(priors[1], z, seed=3, batch_size=4), rel=1e-6)  # whatever p
+    # a denoiser predicting 0: the loss is the mean square of the standardised masked components, mask drawn
+    # first from the seeded generator with probability 0.5 of all-masked
+    for prior in priors:
+        prior.denoise = lambda x, a, mask: torch.zeros_like(x)
+    masks = sample_masks(10, 3, 0.5, torch.Generator().manual_seed(3))  # [N, K]
+    clean = (z - priors[0].z_mean) / priors[0].z_std
+    per_component = clean.square().mean(dim=(2, 3))  # [N, K]
+    expected = ((per_component * masks).sum(1) / masks.sum(1)).mean()
+    assert validation_loss(priors[0], z, seed=3, batch_size=4) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_kept_components_untouched_and_seeds_reproduce():

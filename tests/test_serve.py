@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jobs.common import free_port
 from tests.conftest import SR, write_slakh_track
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,6 @@ KEY = {"X-API-Key": API_KEY}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
     import requests
 

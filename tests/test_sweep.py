@@ -1,5 +1,6 @@
 """A smoke-scale sweep: Optuna over K and the learning rate, ASHA stopping trials early on the validation score,
-child runs in MLflow, the best model registered; rerunning the same sweep resumes it instead of starting over."""
+child runs in MLflow, the best model registered; rerunning the same sweep resumes it instead of starting over; then
+a prior sweep over the registered decomposer on the held-out masked denoising loss."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import sys
 
 import pytest
 
-# slow: minutes on 2 cores, and on a machine where other Ray instances run, Ray Train's placement-group cleaner
-# cannot find its cluster and later trials stall (see issue notes); `make test-slow` runs it.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(1500)
@@ -46,3 +45,24 @@ def test_smoke_sweep_and_resume(tmp_path):
     assert "[sweep] resuming smoke-sweep" in again.stdout + again.stderr
     assert len(client.search_runs([experiment.experiment_id],
                                   filter_string="tags.`ucr.sweep` = 'smoke-sweep'")) == 4  # no new trials
+    # a prior sweep over the best trial's frozen decomposer
+    decomposer = re.search(r"\[sweep\] registering the best trial \w+ from (\S+)", output).group(1)
+    prior_command = [sys.executable, "-m", "tune.sweep", "--space", "tune/spaces/smoke_prior.yaml", "--trials", "2",
+                     "--concurrency", "2", "--out", str(tmp_path / "exp"), "--name", "smoke-prior-sweep",
+                     "--quiet", "--decomposer", decomposer, "--results-dir", str(tmp_path / "prior_results")]
+    prior = subprocess.run(prior_command, env=env, capture_output=True, text=True, timeout=600)
+    assert prior.returncode == 0, (prior.stdout + prior.stderr)[-5000:]
+    assert re.search(r"\[sweep\] 2 trials, \d+ stopped early by ASHA; best val_prior_loss = \d", prior.stdout)
+    prior_trials = client.search_runs([experiment.experiment_id],
+                                      filter_string="tags.`ucr.sweep` = 'smoke-prior-sweep'")
+    assert len(prior_trials) == 2 and all("val_prior_loss" in run.data.metrics for run in prior_trials)
+    assert "all_masked_prob" in (tmp_path / "prior_results" / "summary.md").read_text()
+
+
+def test_prior_sweep_without_decomposer_says_what_to_do(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "tune.sweep", "--space", "tune/spaces/smoke_prior.yaml",
+                           "--out", str(tmp_path / "exp"), "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode != 0
+    assert "needs a trained decomposer" in done.stderr and "--decomposer" in done.stderr

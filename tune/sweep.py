@@ -5,15 +5,22 @@ score, one MLflow child run per trial under a sweep parent run, and the best tri
     ray job submit --address $RAY_DASHBOARD --working-dir . -- python -m tune.sweep --space tune/spaces/demo.yaml
 
 Each trial trains with the same TorchTrainer builder as ``jobs.train`` (``jobs.train.make_torch_trainer``) and reports
-``val_si_sdri`` (SI-SDRi of whole chunks on a fixed validation subset, few sampler steps) every ``eval.every`` steps:
-ASHA compares trials on it, not on the training loss. An interrupted sweep resumes (``Tuner.restore``) when run
-again with the same ``--name``.
+a validation metric every ``eval.every`` steps; ASHA compares trials on it, not on the training loss:
+
+- ``stage: decomposer`` (default): ``val_si_sdri``, SI-SDRi of whole chunks on a fixed validation subset with few
+  sampler steps (K, learning rate, U-Net size, dropout, latent normalisation, EMA, crop length, ...);
+- ``stage: prior``: ``val_prior_loss``, the masked prior's held-out denoising loss on one fixed mask distribution,
+  over a frozen decomposer (``--decomposer``; the all-masked probability, learning rate, size, ...).
+
+An interrupted sweep resumes (``Tuner.restore``) when run again with the same ``--name``. The embedded Ray starts
+with its dashboard on loopback: Ray Train needs the State API to free the CPUs of trials that ASHA stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,8 @@ from ucr import storage
 from ucr.config import load_config, parse_override
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")
+# what a trial trains -> the validation metric it reports by default, and its direction
+STAGE_METRICS = {"decomposer": ("val_si_sdri", "max"), "prior": ("val_prior_loss", "min")}
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class SweepSpace:
 
     preset: str
     params: dict[str, dict]
+    stage: str = "decomposer"
     metric: str = "val_si_sdri"
     mode: str = "max"
     asha: dict = field(default_factory=lambda: {"max_t": 300, "grace_period": 100, "reduction_factor": 2})
@@ -46,10 +56,17 @@ class SweepSpace:
         raw = yaml.safe_load(Path(path).read_text())
         if not isinstance(raw, dict) or "preset" not in raw or "params" not in raw:
             raise ValueError(f"{path}: a space file needs 'preset' and 'params' (see tune/spaces/demo.yaml)")
-        unknown = set(raw) - {"preset", "params", "metric", "mode", "asha", "eval", "overrides"}
+        unknown = set(raw) - {"preset", "params", "stage", "metric", "mode", "asha", "eval", "overrides"}
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        if raw.get("stage", "decomposer") not in STAGE_METRICS:
+            raise ValueError(f"{path}: stage must be one of {list(STAGE_METRICS)}, got {raw['stage']!r}")
+        stage = raw.get("stage", "decomposer")
+        raw = {"metric": STAGE_METRICS[stage][0], "mode": STAGE_METRICS[stage][1], **raw}
         space = cls(**raw)
+        if stage == "decomposer" and any(key.startswith("prior.") for key in space.params):
+            raise ValueError(f"{path}: prior.* parameters do not change a decomposer; sweep them in a space with "
+                             f"'stage: prior' (see tune/spaces/demo_prior.yaml)")
         for key, spec in space.params.items():
             parse_override(f"{key}=0")  # the key must be a config field
             if spec.get("type") not in SAMPLERS:
@@ -89,8 +106,10 @@ def trial_config(space: SweepSpace, params: dict, extra_overrides: list[str]):
     return load_config(space.preset, overrides)
 
 
-def make_trial(space: SweepSpace, root: str, sweep_name: str, args: argparse.Namespace):
-    """The Tune function trainable: build the TorchTrainer for one trial and fit it."""
+def make_trial(space: SweepSpace, root: str, sweep_name: str, args: argparse.Namespace,
+               decomposer: str | None = None):
+    """The Tune function trainable: build the TorchTrainer for one trial (a decomposer, or a prior over the frozen
+    ``decomposer``) and fit it."""
     paths = common.layout(root)
     cache = storage.join(paths["latents"], "train")
     val_cache = storage.join(paths["latents"], "validation")
@@ -104,11 +123,12 @@ def make_trial(space: SweepSpace, root: str, sweep_name: str, args: argparse.Nam
         trial_id = tune.get_context().get_trial_id()
         run_uri = storage.join(root, "sweeps", sweep_name, "trials", trial_id)
         trainer = train_job.make_torch_trainer(
-            "decomposer", config, cache, run_uri, storage.join(root, "sweeps", sweep_name, "ray"),
+            space.stage, config, cache, run_uri, storage.join(root, "sweeps", sweep_name, "ray"),
             name=f"{sweep_name}-{trial_id}", workers=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker, max_failures=1, quiet=True,
-            extra_loop_config={"eval_every": int(space.eval["every"]), "val_cache": val_cache,
-                               "eval_chunks": int(space.eval["chunks"]), "eval_steps": int(space.eval["steps"])},
+            cpus_per_worker=args.cpus_per_worker, max_failures=1, quiet=True, decomposer=decomposer,
+            extra_loop_config={"eval_every": int(space.eval.get("every", 50)), "val_cache": val_cache,
+                               "eval_chunks": int(space.eval.get("chunks", 4)),
+                               "eval_steps": int(space.eval.get("steps", 5))},
             callbacks=[TuneReportCallback()])
         trainer.fit()
 
@@ -130,14 +150,21 @@ def run(args: argparse.Namespace) -> dict:
     args.run_name = args.run_name or sweep_name
     experiment = args.experiment or f"ucr-{base.name}"
     args.experiment = experiment
+    decomposer = None
+    if space.stage == "prior":
+        decomposer = args.decomposer or storage.join(common.layout(root)["decomposer"], "final.pt")
+        if not storage.exists(decomposer):
+            raise SystemExit(f"error: a prior sweep needs a trained decomposer: {decomposer} does not exist; train "
+                             f"one (python -m jobs.train --preset {space.preset} --out {root}) or pass "
+                             f"--decomposer URI")
+    common.init_ray(args.address, dashboard=True)  # before the data stages, which would start Ray without it
     # data and latents (resumable: already-done work is skipped)
     data.run(args)
     args.supervised = False
     encode.run(args)
     parent = common.parent_run_id(args, base)
-    common.init_ray(args.address)
     storage_path, storage_filesystem = train_job.ray_storage(storage.join(root, "sweeps", sweep_name, "tune"))
-    trainable = tune.with_resources(make_trial(space, root, sweep_name, args),
+    trainable = tune.with_resources(make_trial(space, root, sweep_name, args, decomposer),
                                     {"CPU": 0, "memory": args.trial_memory_mb * 1024 * 1024})
     mlflow_callback = MLflowLoggerCallback(tracking_uri=common.tracking_uri(), experiment_name=experiment,
                                            tags={"mlflow.parentRunId": parent, "ucr.sweep": sweep_name,
@@ -166,15 +193,17 @@ def run(args: argparse.Namespace) -> dict:
                "best_params": decode_params(best.config), "best_metric": best.metrics.get(space.metric)}
     client = mlflow.MlflowClient(common.tracking_uri())
     with tempfile.TemporaryDirectory() as folder:
-        summary_path = write_summary(table, space, folder, searcher)
+        write_summary(table, space, folder, searcher)
         for name in os.listdir(folder):
             client.log_artifact(parent, os.path.join(folder, name), artifact_path=f"sweep_{sweep_name}")
+        where = f"MLflow run {parent}, artifacts sweep_{sweep_name}/"
         if args.results_dir:
             os.makedirs(args.results_dir, exist_ok=True)
             for name in os.listdir(folder):
-                os.replace(os.path.join(folder, name), os.path.join(args.results_dir, name))
+                shutil.copy(os.path.join(folder, name), os.path.join(args.results_dir, name))
+            where += f" and {args.results_dir}"
     print(f"[sweep] {summary['trials']} trials, {stopped_early} stopped early by ASHA; best "
-          f"{space.metric} = {summary['best_metric']}; summary: {summary_path}")
+          f"{space.metric} = {summary['best_metric']}; summary and plots: {where}")
     if args.register_best:
         summary["registered"] = register_best(args, sweep_name, best, space, root)
     common.print_result("sweep", {k: v for k, v in summary.items() if k != "best_params"})
@@ -183,10 +212,15 @@ def run(args: argparse.Namespace) -> dict:
 
 def register_best(args, sweep_name: str, best, space: SweepSpace, root: str) -> dict:
     """Register the best trial's model and evaluate it on the validation and test splits (alias rules apply)."""
+    from ucr.train import checkpoint as ckpt
+
     trial_id = best.metrics.get("trial_id")
-    model = storage.join(root, "sweeps", sweep_name, "trials", str(trial_id), "final.pt")
-    if not trial_id or not storage.exists(model):
-        return {"registered": False, "reason": f"no final model for the best trial ({model})"}
+    trial_run = storage.join(root, "sweeps", sweep_name, "trials", str(trial_id))
+    try:  # final.pt, or the newest checkpoint of a trial that ASHA stopped (or stopped at max_t before final.pt)
+        model = ckpt.resolve(trial_run)
+    except ValueError as err:
+        return {"registered": False, "reason": f"best trial {trial_id}: {err}"}
+    print(f"[sweep] registering the best trial {trial_id} from {model}", flush=True)
     best_args = argparse.Namespace(**{**vars(args), "run_name": f"{sweep_name}-best", "model": model,
                                       "preset": space.preset, "parent_run_id": None})
     best_args.overrides = list(args.overrides) + [f"{k}={v}" for k, v in decode_params(best.config).items()]
@@ -247,6 +281,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractional GPUs are fine, e.g. 0.5")
     parser.add_argument("--trial-memory-mb", type=int, default=256, help="memory reserved by each trial driver")
+    parser.add_argument("--decomposer", help="for a 'stage: prior' space: the frozen decomposer checkpoint "
+                                             "(default: <out>/decomposer/final.pt)")
     parser.add_argument("--register-best", action="store_true", help="register and evaluate the best trial")
     parser.add_argument("--results-dir", help="also copy the summary and plots here (e.g. docs/results/sweep)")
     parser.add_argument("--model-name", default="ucr")

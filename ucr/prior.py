@@ -72,11 +72,20 @@ class MaskedPrior(nn.Module):
         return self.unet(x_alpha.reshape(B, K * Cz, T), alpha, cond).reshape(B, K, Cz, T)
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss ``[B]`` for raw component latents ``z [B, K, Cz, T]``."""
+        """Training loss ``[B]`` for raw component latents ``z [B, K, Cz, T]`` (masks drawn with
+        ``all_masked_prob``)."""
+        self._check(z)
+        mask = sample_masks(z.shape[0], self.n_components, self.all_masked_prob, generator)  # [B, K]
+        return self.masked_loss(z, mask, generator)
+
+    def masked_loss(self, z: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """x0-loss ``[B]`` on the masked components of raw ``z [B, K, Cz, T]`` for a given ``mask [B, K]`` (True =
+        masked: noised and predicted; the others are given clean)."""
         self._check(z)
         B, K, Cz, T = z.shape
         clean = (z - self.z_mean) / self.z_std
-        mask = sample_masks(B, K, self.all_masked_prob, generator).to(z.device)  # [B, K]
+        mask = mask.to(z.device)
         noised, alpha, _noise = iadb.training_inputs(clean, generator)
         mask4 = mask[:, :, None, None]  # [B, K, 1, 1]
         x_alpha = torch.where(mask4, noised, clean)
@@ -118,6 +127,23 @@ class MaskedPrior(nn.Module):
         generated = iadb.sample(denoise, noise, steps, known=clean, known_mask=held)
         z = generated[..., :T] * self.z_std + self.z_mean
         return torch.where(keep[:, :, None, None], known, z)  # kept components exactly as given
+
+
+@torch.no_grad()
+def validation_loss(prior: MaskedPrior, z: torch.Tensor, seed: int = 0, batch_size: int = 32) -> float:
+    """Mean masked x0-loss of ``prior`` on held-out component latents ``z [N, K, Cz, T]`` (T a multiple of the
+    U-Net's ``time_multiple``), with the same draws for every model: seeded noise and noise levels, and masks from a
+    fixed distribution (all-masked for half of the examples, one of the other subsets for the rest) whatever the
+    prior's own ``all_masked_prob`` — so priors trained with different settings are compared on one task."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = sample_masks(len(z), prior.n_components, 0.5, generator)  # [N, K]
+    was_training = prior.training
+    prior.eval()
+    device = prior.z_mean.device
+    losses = [prior.masked_loss(z[i:i + batch_size].to(device), masks[i:i + batch_size], generator).cpu()
+              for i in range(0, len(z), batch_size)]
+    prior.train(was_training)
+    return float(torch.cat(losses).mean())
 
 
 def build_prior(prior_config, model_config) -> MaskedPrior:

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from tests.benchmarks.bench_serve import deploy, start_serve
-from tests.test_serve import free_port, start_ray, stop_ray, train_tiny_models, wait_for_http
+from jobs.common import free_port
+from tests.test_serve import start_ray, stop_ray, train_tiny_models, wait_for_http
 
 API_KEY = "fuzz-key"
 

@@ -72,6 +72,43 @@ def component_latents(decomposer, cache: LatentCache, batch_size: int = 32) -> t
     return torch.cat(out)
 
 
+def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None = None) -> torch.Tensor:
+    """z ``[N, K, Cz, T]`` of a latent cache's chunks (the first ``max_chunks``), computed with the frozen decomposer
+    of ``state`` (:func:`decomposer_state`); refuses a cache encoded with another codec."""
+    from ucr.codec.stats import LatentStats
+    from ucr.config import ExperimentConfig
+
+    config = ExperimentConfig.from_dict(state["config"])
+    stats = LatentStats.from_dict(state["stats"]) if state.get("stats") else None
+    decomposer = build_decomposer(config.model, state["codec"]["channels"], stats)
+    decomposer.load_state_dict(state["model"])
+    cache = LatentCache(cache_uri)
+    if cache.key["codec"] != state["codec"]["fingerprint"]:
+        raise ValueError(f"the cache at {cache_uri} holds latents of {cache.key['codec']}, the decomposer was "
+                         f"trained on {state['codec']['fingerprint']}")
+    if max_chunks is None:
+        return component_latents(decomposer.eval(), cache)
+    with torch.no_grad():
+        mixture = torch.stack([cache.item(i)["mixture"] for i in range(min(max_chunks, cache.num_chunks))])
+        return decomposer.eval().components(decomposer.normalize(mixture))
+
+
+def prior_validator(decomposer_uri: str, cache_uri: str, n_chunks: int, crop_frames: int, seed: int = 0):
+    """``validate(prior) -> {"val_prior_loss": float}``: :func:`ucr.prior.validation_loss` on z of the first
+    ``n_chunks`` chunks of a held-out cache (their first ``crop_frames`` frames), z computed once here."""
+    from ucr.prior import validation_loss
+    from ucr.train import checkpoint as ckpt
+
+    z = cache_component_latents(decomposer_state(ckpt.load(decomposer_uri)), cache_uri, n_chunks)
+    frames = min(crop_frames, z.shape[-1])
+
+    def validate(prior) -> dict:
+        usable = frames - frames % prior.time_multiple
+        return {"val_prior_loss": validation_loss(prior, z[..., :usable], seed=seed)}
+
+    return validate
+
+
 def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: str,
                         device: torch.device | None = None, rank: int = 0, world_size: int = 1,
                         hooks: Hooks | None = None, progress: bool = True, wrap=None) -> Trainer:
@@ -86,7 +123,6 @@ def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: st
     from ucr.config import ExperimentConfig
     from ucr.prior import build_prior
     from ucr.train import checkpoint as ckpt
-    from ucr.codec.stats import LatentStats
 
     state = decomposer_state(ckpt.load(decomposer_uri))
     base = ExperimentConfig.from_dict(state["config"])
@@ -101,14 +137,7 @@ def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: st
 
         z = torch.load(io.BytesIO(storage.read_bytes(z_uri)), weights_only=True)
     else:
-        stats = LatentStats.from_dict(state["stats"]) if state.get("stats") else None
-        decomposer = build_decomposer(base.model, state["codec"]["channels"], stats)
-        decomposer.load_state_dict(state["model"])
-        cache = LatentCache(resolve_cache(cache_uri, "train"))
-        if cache.key["codec"] != state["codec"]["fingerprint"]:
-            raise ValueError(f"the cache at {cache_uri} holds latents of {cache.key['codec']}, the decomposer was "
-                             f"trained on {state['codec']['fingerprint']}")
-        z = component_latents(decomposer.eval(), cache)  # [N, K, Cz, T]
+        z = cache_component_latents(state, resolve_cache(cache_uri, "train"))  # [N, K, Cz, T]
         if rank == 0:
             import io
 
