@@ -79,16 +79,16 @@ def worker_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False):
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True):
     """Connect to ``address`` / ``$RAY_ADDRESS`` (a cluster, or the one a ``ray job submit`` runs in), or start an
     embedded local Ray. The embedded one runs with token auth disabled unless ``RAY_AUTH_MODE`` says otherwise: it
     listens on loopback only and lives as long as this process.
 
-    ``dashboard=True`` gives the embedded Ray its dashboard on a free loopback port and points every worker's State
-    API at it (``RAY_API_SERVER_ADDRESS``). Tune needs it: when ASHA stops a trial, Ray Train's placement-group
-    cleaner asks the State API whether the trial's controller died and only then frees its CPUs; without a
-    dashboard (or with several Ray instances on the machine to guess from) the question fails forever, the CPUs
-    stay reserved and later trials time out waiting for workers."""
+    The embedded Ray gets its dashboard on a free loopback port (``dashboard=False``: none) and every worker's State
+    API points at it (``RAY_API_SERVER_ADDRESS``). Ray Train needs it: its placement-group cleaner asks the State
+    API whether a run's controller died (e.g. a trial stopped by ASHA) and only then frees the run's CPUs; without
+    a dashboard (or with several Ray instances on the machine to guess from) the question fails forever, warnings
+    flood the log, the CPUs stay reserved and later trials time out waiting for workers."""
     import ray
 
     if ray.is_initialized():

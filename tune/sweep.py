@@ -12,8 +12,7 @@ a validation metric every ``eval.every`` steps; ASHA compares trials on it, not 
 - ``stage: prior``: ``val_prior_loss``, the masked prior's held-out denoising loss on one fixed mask distribution,
   over a frozen decomposer (``--decomposer``; the all-masked probability, learning rate, size, ...).
 
-An interrupted sweep resumes (``Tuner.restore``) when run again with the same ``--name``. The embedded Ray starts
-with its dashboard on loopback: Ray Train needs the State API to free the CPUs of trials that ASHA stops.
+An interrupted sweep resumes (``Tuner.restore``) when run again with the same ``--name``.
 """
 
 from __future__ import annotations
@@ -157,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
             raise SystemExit(f"error: a prior sweep needs a trained decomposer: {decomposer} does not exist; train "
                              f"one (python -m jobs.train --preset {space.preset} --out {root}) or pass "
                              f"--decomposer URI")
-    common.init_ray(args.address, dashboard=True)  # before the data stages, which would start Ray without it
+    common.init_ray(args.address)  # the dashboard's State API lets Ray Train free stopped trials' CPUs
     # data and latents (resumable: already-done work is skipped)
     data.run(args)
     args.supervised = False
