@@ -100,7 +100,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             scores = validator(model) if rank == 0 else {}
             last.update(scores)
             logger.log(step, scores)
-            ray.train.report({**last, "step": step})
+            schedule = trainer.config  # the loop checkpoints, then logs, after evaluating: their reports carry it
+            if step % schedule.log_every and step % schedule.checkpoint_every and step != schedule.steps:
+                ray.train.report({**last, "step": step})
             return scores
 
         hooks.on_eval, hooks.eval_every = on_eval, int(loop_config["eval_every"])

@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> dict:
                                                        max_concurrent_trials=args.concurrency))
     results = tuner.fit()
     table = results.get_dataframe()
-    best = results.get_best_result(metric=space.metric, mode=space.mode, scope="all")
+    # each trial's last score: it goes with the newest checkpoint, which is what gets registered
+    best = results.get_best_result(metric=space.metric, mode=space.mode, scope="last")
     stopped_early = int((table["step"] < int(space.asha["max_t"])).sum()) if "step" in table else 0
     summary = {"trials": len(table), "stopped_early": stopped_early, "best_trial": best.metrics.get("trial_id"),
                "best_params": decode_params(best.config), "best_metric": best.metrics.get(space.metric)}

@@ -162,13 +162,24 @@ class Trainer:
                    dynamic_ncols=True)
         window_loss, window_steps, window_start = 0.0, 0, time.monotonic()
         metrics: dict = {}
+        evaluated: dict = {}
         stopped_early = False
+        saved_at = -1
+        # per step: evaluate, then checkpoint, then log -- so a caller that reports to a scheduler (Tune's ASHA
+        # decides on each report) has the fresh validation score and the checkpoint on disk before it may be stopped
         while self.step < config.steps:
             loss, grad_norm = self.train_step(self.batch_fn(self.step))
             window_loss += loss
             window_steps += 1
             bar.update(1)
-            if self.step % config.log_every == 0 or self.step == config.steps:
+            if self.hooks.on_eval and self.hooks.eval_every and self.step % self.hooks.eval_every == 0:
+                evaluated = self.hooks.on_eval(self.step, self.eval_model()) or evaluated
+            last_step = self.step == config.steps
+            stopped_early = time.monotonic() > deadline and not last_step
+            if self.step % config.checkpoint_every == 0 or last_step or stopped_early:
+                self.save_checkpoint()
+                saved_at = self.step
+            if self.step % config.log_every == 0 or last_step or stopped_early:
                 elapsed = max(time.monotonic() - window_start, 1e-9)
                 metrics = {"loss": window_loss / window_steps, "lr": self.lr_at(self.step - 1),
                            "grad_norm": grad_norm, "steps_per_sec": window_steps / elapsed}
@@ -176,17 +187,12 @@ class Trainer:
                 if self.hooks.on_log:
                     self.hooks.on_log(self.step, metrics)
                 window_loss, window_steps, window_start = 0.0, 0, time.monotonic()
-            if self.hooks.on_eval and self.hooks.eval_every and self.step % self.hooks.eval_every == 0:
-                evaluated = self.hooks.on_eval(self.step, self.eval_model())
-                if evaluated:
-                    metrics.update(evaluated)
-            if time.monotonic() > deadline:
-                stopped_early = True
+            if stopped_early:
                 break
-            if self.step % config.checkpoint_every == 0 and self.step < config.steps:
-                self.save_checkpoint()
         bar.close()
-        self.save_checkpoint()
+        if saved_at != self.step:  # e.g. fit() called on a finished run
+            self.save_checkpoint()
+        metrics = {**metrics, **evaluated}
         final_uri = storage.join(self.run_uri, "final.pt")
         if self.rank == 0:
             ckpt.save(final_uri, self.state())
