@@ -55,8 +55,7 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def experiment_root(args: argparse.Namespace, config: ExperimentConfig) -> str:
-    out = args.out or os.path.join("runs", config.name)
-    return out if storage.is_remote(out) else str(Path(out).absolute())
+    return storage.absolute(args.out or os.path.join("runs", config.name))
 
 
 def layout(root: str) -> dict[str, str]:

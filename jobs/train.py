@@ -179,11 +179,9 @@ def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: st
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    def located(uri: str | None) -> str | None:  # workers run in another working directory
-        return uri if uri is None or storage.is_remote(uri) else os.path.abspath(uri)
-
-    cache, run_uri, decomposer = located(cache), located(run_uri), located(decomposer)
-    storage_path, storage_filesystem = ray_storage(located(ray_root))
+    cache, run_uri, ray_root = storage.absolute(cache), storage.absolute(run_uri), storage.absolute(ray_root)
+    decomposer = decomposer and storage.absolute(decomposer)  # workers run in another working directory
+    storage_path, storage_filesystem = ray_storage(ray_root)
     loop_config = {"kind": kind, "config": config.to_dict(), "cache": cache, "run_uri": run_uri,
                    "decomposer": decomposer, "tracking_uri": common.tracking_uri(), "mlflow_run_id": mlflow_run_id,
                    "quiet": quiet, **(extra_loop_config or {})}

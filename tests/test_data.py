@@ -234,3 +234,12 @@ def test_reader_and_cache_on_s3(slakh_root, s3_endpoint, tmp_path):
     cache = LatentCache(out, max_shards_in_memory=2)
     assert cache.sample_batch(step=0, batch_size=3, crop_frames=16).shape == (3, 320, 16)
     assert len(list(LatentCropDataset(out, crop_frames=16))) == 12
+
+
+def test_storage_absolute_paths_for_other_working_directories(tmp_path, monkeypatch):
+    from ucr import storage
+
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("runs/x/final.pt") == str(tmp_path / "runs" / "x" / "final.pt")
+    assert storage.absolute("s3://bucket/runs/x") == "s3://bucket/runs/x"
+    assert storage.absolute("file:///a/b") == "file:///a/b"

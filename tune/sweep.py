@@ -23,7 +23,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -151,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     args.experiment = experiment
     decomposer = None
     if space.stage == "prior":
-        decomposer = args.decomposer or storage.join(common.layout(root)["decomposer"], "final.pt")
+        decomposer = storage.absolute(args.decomposer or storage.join(common.layout(root)["decomposer"], "final.pt"))
         if not storage.exists(decomposer):
             raise SystemExit(f"error: a prior sweep needs a trained decomposer: {decomposer} does not exist; train "
                              f"one (python -m jobs.train --preset {space.preset} --out {root}) or pass "

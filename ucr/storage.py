@@ -24,6 +24,14 @@ def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
 
 
+def absolute(uri: str) -> str:
+    """A local path made absolute (processes on other working directories, e.g. Ray workers, read it); a remote
+    URI unchanged."""
+    if is_remote(uri) or str(uri).startswith("file://"):
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def _s3_options() -> dict:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     options: dict = {}
