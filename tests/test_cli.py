@@ -47,3 +47,19 @@ def test_installed_console_script():
                            "model.n_components=3"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "model.n_components = 3" in done.stdout
+
+
+def test_sweep_passes_its_arguments_to_tune_sweep(tmp_path):
+    helped = subprocess.run([sys.executable, "-m", "ucr.cli", "sweep", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert helped.returncode == 0, helped.stderr
+    assert "python -m tune.sweep" in helped.stdout and "--space" in helped.stdout
+    missing = subprocess.run([sys.executable, "-m", "ucr.cli", "sweep", "--space", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1
+    assert "no search space file" in missing.stderr and "demo.yaml" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: smoke\nparams:\n  prior.all_masked_prob: {type: uniform, low: 0.3, high: 0.7}\n")
+    mixed = subprocess.run([sys.executable, "-m", "ucr.cli", "sweep", "--space", str(bad)], capture_output=True,
+                           text=True, timeout=120)
+    assert mixed.returncode == 1 and "stage: prior" in mixed.stderr

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from ucr.config import ExperimentConfig, ModelConfig, list_presets, load_config, parse_override
@@ -88,3 +90,19 @@ def test_unknown_preset_lists_shipped_ones(tmp_path):
 def test_configs_are_frozen():
     with pytest.raises(Exception):
         ModelConfig().n_components = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("space_file", sorted(Path(__file__).parents[1].joinpath("tune", "spaces").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_search_spaces_give_valid_configs(space_file):
+    from tune.sweep import STAGE_METRICS, SweepSpace, trial_config
+
+    space = SweepSpace.load(str(space_file))
+    assert (space.metric, space.mode) == STAGE_METRICS[space.stage]
+    for key, spec in space.params.items():
+        values = spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
+        for value in values:  # every choice and both ends of every range must build
+            config = trial_config(space, {key: value}, [])
+            section, field = key.split(".")
+            assert getattr(getattr(config, section), field) == (tuple(value) if isinstance(value, list) else
+                                                                pytest.approx(value))

@@ -51,6 +51,9 @@ class SweepSpace:
 
     @classmethod
     def load(cls, path: str) -> "SweepSpace":
+        if not Path(path).is_file():
+            shipped = sorted(p.name for p in (Path(__file__).parent / "spaces").glob("*.yaml"))
+            raise ValueError(f"no search space file {path}; shipped spaces in tune/spaces/: {shipped}")
         raw = yaml.safe_load(Path(path).read_text())
         if not isinstance(raw, dict) or "preset" not in raw or "params" not in raw:
             raise ValueError(f"{path}: a space file needs 'preset' and 'params' (see tune/spaces/demo.yaml)")
@@ -271,6 +274,7 @@ def write_summary(table, space: SweepSpace, folder: str, searcher) -> str:
 
 def parser() -> argparse.ArgumentParser:
     parser = common.base_parser(__doc__)
+    parser.prog = "python -m tune.sweep"
     parser.add_argument("--space", required=True, help="search space YAML (tune/spaces/*.yaml)")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=1, help="trials running at once")
@@ -294,7 +298,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    run(parser().parse_args())
+    try:
+        run(parser().parse_args())
+    except ValueError as err:  # bad space files, overrides and settings: the message says what to change
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -258,6 +258,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_job(args.stage, args.job_args)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``python -m tune.sweep ARGS...`` (Ray Tune lives there)."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "tune.sweep", *args.sweep_args])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import os
 
@@ -283,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("stage", choices=list(JOB_STAGES))
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the stage (e.g. --preset demo)")
     run.set_defaults(handler=cmd_run)
+
+    sweep = commands.add_parser("sweep", add_help=False,
+                                help="a hyperparameter sweep (Ray Tune + Optuna + ASHA); see `ucr sweep --help`",
+                                description="Runs `python -m tune.sweep ARGS...`.")
+    sweep.add_argument("sweep_args", nargs=argparse.REMAINDER,
+                       help="arguments for tune.sweep (e.g. --space tune/spaces/demo.yaml --trials 8)")
+    sweep.set_defaults(handler=cmd_sweep)
 
     demo = commands.add_parser("demo", help="the end-to-end experiment on the demo preset (what `make demo` runs)")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -421,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:  # everything after `sweep` belongs to tune.sweep (argparse would take its options)
+        return cmd_sweep(argparse.Namespace(sweep_args=argv[1:]))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
