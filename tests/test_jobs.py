@@ -107,6 +107,26 @@ def test_pipeline_job_on_the_local_stack(stack):
     assert champion.tags["ucr.run_name"] == "smoke-job"
 
 
+@pytest.mark.timeout(900)
+def test_sweep_job_on_the_local_stack(stack):
+    """`ray job submit` of a sweep: trials on the head's Ray, Tune state on S3, trial runs in the MLflow server."""
+    from mlflow import MlflowClient
+
+    from ucr import storage
+
+    out = f"{stack['UCR_S3_URI']}/exp-sweep"
+    done = submit(stack, "-m", "tune.sweep", "--space", "tune/spaces/smoke.yaml", "--trials", "2", "--concurrency",
+                  "2", "--out", out, "--name", "job-sweep", "--experiment", "ucr-test-sweep", "--quiet",
+                  "--max-chunks", "2")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "[sweep] 2 trials" in done.stdout
+    assert storage.exists(storage.join(out, "sweeps", "job-sweep", "tune", "job-sweep"))
+    client = MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("ucr-test-sweep")
+    trials = client.search_runs([experiment.experiment_id], filter_string="tags.`ucr.sweep` = 'job-sweep'")
+    assert len(trials) == 2 and all("val_si_sdri" in run.data.metrics for run in trials)
+
+
 @pytest.mark.timeout(1200)
 def test_stopped_job_resumes_when_resubmitted(stack, tmp_path):
     out = str(tmp_path / "exp")
