@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ucr.cli import build_parser, main
+from ucr.cli import main
 
 SUBCOMMANDS = [["demo"], ["config"], ["config", "show"], ["config", "presets"], ["codec"], ["codec", "roundtrip"],
                ["data"], ["data", "synth"], ["data", "encode"], ["train"], ["train-prior"], ["separate"],
@@ -63,3 +63,6 @@ def test_sweep_passes_its_arguments_to_tune_sweep(tmp_path):
     mixed = subprocess.run([sys.executable, "-m", "ucr.cli", "sweep", "--space", str(bad)], capture_output=True,
                            text=True, timeout=120)
     assert mixed.returncode == 1 and "stage: prior" in mixed.stderr
+    conflicting = subprocess.run([sys.executable, "-m", "ucr.cli", "sweep", "--space", "tune/spaces/smoke.yaml",
+                                  "--preset", "demo"], capture_output=True, text=True, timeout=120)
+    assert conflicting.returncode == 1 and "the space file decides" in conflicting.stderr

@@ -144,6 +144,9 @@ def run(args: argparse.Namespace) -> dict:
     from ray.tune.search.optuna import OptunaSearch
 
     space = SweepSpace.load(args.space)
+    if args.preset not in (None, space.preset):
+        raise ValueError(f"--preset {args.preset} but the space file {args.space} sets preset: {space.preset}; "
+                         f"the space file decides (edit it, or use --set to override fields)")
     base = load_config(space.preset, list(args.overrides))
     args.preset = space.preset
     root = common.experiment_root(args, base)
@@ -275,6 +278,10 @@ def write_summary(table, space: SweepSpace, folder: str, searcher) -> str:
 def parser() -> argparse.ArgumentParser:
     parser = common.base_parser(__doc__)
     parser.prog = "python -m tune.sweep"
+    parser.set_defaults(preset=None)  # the space file names the preset
+    for action in parser._actions:
+        if action.dest == "preset":
+            action.help = "must match the space file's preset when given (the space file decides)"
     parser.add_argument("--space", required=True, help="search space YAML (tune/spaces/*.yaml)")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=1, help="trials running at once")
