@@ -80,7 +80,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def on_log(step: int, metrics: dict) -> None:
         last.update(metrics)
         logger.log(step, metrics)
-        ray.train.report({**last, "step": step})  # carries the latest validation score too
+        schedule = trainer.config
+        if step % schedule.checkpoint_every and step != schedule.steps:  # else the checkpoint's report carries it
+            ray.train.report({**last, "step": step})  # carries the latest validation score too
 
     def on_checkpoint(step: int, uri: str) -> None:
         metrics = {**last, "step": step}
@@ -100,7 +102,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             scores = validator(model) if rank == 0 else {}
             last.update(scores)
             logger.log(step, scores)
-            schedule = trainer.config  # the loop checkpoints, then logs, after evaluating: their reports carry it
+            schedule = trainer.config  # the loop logs, then checkpoints, after evaluating: their reports carry it
             if step % schedule.log_every and step % schedule.checkpoint_every and step != schedule.steps:
                 ray.train.report({**last, "step": step})
             return scores

@@ -165,8 +165,10 @@ class Trainer:
         evaluated: dict = {}
         stopped_early = False
         saved_at = -1
-        # per step: evaluate, then checkpoint, then log -- so a caller that reports to a scheduler (Tune's ASHA
-        # decides on each report) has the fresh validation score and the checkpoint on disk before it may be stopped
+        # per step: evaluate, log, checkpoint -- the log carries the fresh validation score, and a step's metrics
+        # are recorded before its checkpoint (a run killed just after a checkpoint has no gap in its history). A
+        # caller reporting to a scheduler that may stop it (Tune) reports at the checkpoint of such a step
+        # (see jobs/train.py), so the checkpoint is on disk first
         while self.step < config.steps:
             loss, grad_norm = self.train_step(self.batch_fn(self.step))
             window_loss += loss
@@ -176,9 +178,6 @@ class Trainer:
                 evaluated = self.hooks.on_eval(self.step, self.eval_model()) or evaluated
             last_step = self.step == config.steps
             stopped_early = time.monotonic() > deadline and not last_step
-            if self.step % config.checkpoint_every == 0 or last_step or stopped_early:
-                self.save_checkpoint()
-                saved_at = self.step
             if self.step % config.log_every == 0 or last_step or stopped_early:
                 elapsed = max(time.monotonic() - window_start, 1e-9)
                 metrics = {"loss": window_loss / window_steps, "lr": self.lr_at(self.step - 1),
@@ -187,6 +186,9 @@ class Trainer:
                 if self.hooks.on_log:
                     self.hooks.on_log(self.step, metrics)
                 window_loss, window_steps, window_start = 0.0, 0, time.monotonic()
+            if self.step % config.checkpoint_every == 0 or last_step or stopped_early:
+                self.save_checkpoint()
+                saved_at = self.step
             if stopped_early:
                 break
         bar.close()
