@@ -78,12 +78,12 @@ def worker_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True):
+def init_ray(address: str | None = None, num_cpus: int | None = None):
     """Connect to ``address`` / ``$RAY_ADDRESS`` (a cluster, or the one a ``ray job submit`` runs in), or start an
     embedded local Ray. The embedded one runs with token auth disabled unless ``RAY_AUTH_MODE`` says otherwise: it
     listens on loopback only and lives as long as this process.
 
-    The embedded Ray gets its dashboard on a free loopback port (``dashboard=False``: none) and every worker's State
+    The embedded Ray gets its dashboard on a free loopback port and every worker's State
     API points at it (``RAY_API_SERVER_ADDRESS``). Ray Train needs it: its placement-group cleaner asks the State
     API whether a run's controller died (e.g. a trial stopped by ASHA) and only then frees the run's CPUs; without
     a dashboard (or with several Ray instances on the machine to guess from) the question fails forever, warnings
@@ -100,13 +100,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
         return ray
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    options: dict[str, Any] = {"include_dashboard": False}
-    if dashboard:
-        port = free_port()
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
-        runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=True, **options)
+    port = free_port()
+    api_server = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = api_server
+    ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=True, include_dashboard=True,
+             dashboard_host="127.0.0.1", dashboard_port=port)
     return ray
 
 

@@ -80,8 +80,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def on_log(step: int, metrics: dict) -> None:
         last.update(metrics)
         logger.log(step, metrics)
-        schedule = trainer.config
-        if step % schedule.checkpoint_every and step != schedule.steps:  # else the checkpoint's report carries it
+        if not trainer.checkpoints_at(step):  # else the checkpoint's report, just after, carries these metrics
             ray.train.report({**last, "step": step})  # carries the latest validation score too
 
     def on_checkpoint(step: int, uri: str) -> None:
@@ -102,8 +101,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             scores = validator(model) if rank == 0 else {}
             last.update(scores)
             logger.log(step, scores)
-            schedule = trainer.config  # the loop logs, then checkpoints, after evaluating: their reports carry it
-            if step % schedule.log_every and step % schedule.checkpoint_every and step != schedule.steps:
+            if not (trainer.logs_at(step) or trainer.checkpoints_at(step)):  # else their reports carry it
                 ray.train.report({**last, "step": step})
             return scores
 

@@ -60,9 +60,9 @@ class SweepSpace:
         unknown = set(raw) - {"preset", "params", "stage", "metric", "mode", "asha", "eval", "overrides"}
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        if raw.get("stage", "decomposer") not in STAGE_METRICS:
-            raise ValueError(f"{path}: stage must be one of {list(STAGE_METRICS)}, got {raw['stage']!r}")
         stage = raw.get("stage", "decomposer")
+        if stage not in STAGE_METRICS:
+            raise ValueError(f"{path}: stage must be one of {list(STAGE_METRICS)}, got {stage!r}")
         raw = {"metric": STAGE_METRICS[stage][0], "mode": STAGE_METRICS[stage][1], **raw}
         space = cls(**raw)
         if stage == "decomposer" and any(key.startswith("prior.") for key in space.params):
@@ -158,9 +158,8 @@ def run(args: argparse.Namespace) -> dict:
     if space.stage == "prior":
         decomposer = storage.absolute(args.decomposer or storage.join(common.layout(root)["decomposer"], "final.pt"))
         if not storage.exists(decomposer):
-            raise SystemExit(f"error: a prior sweep needs a trained decomposer: {decomposer} does not exist; train "
-                             f"one (python -m jobs.train --preset {space.preset} --out {root}) or pass "
-                             f"--decomposer URI")
+            raise ValueError(f"a prior sweep needs a trained decomposer: {decomposer} does not exist; train one "
+                             f"(python -m jobs.train --preset {space.preset} --out {root}) or pass --decomposer URI")
     common.init_ray(args.address)  # the dashboard's State API lets Ray Train free stopped trials' CPUs
     # data and latents (resumable: already-done work is skipped)
     data.run(args)

@@ -122,6 +122,14 @@ class Trainer:
             self.hooks.on_checkpoint(self.step, uri)
         return uri
 
+    def logs_at(self, step: int) -> bool:
+        """Whether :meth:`fit` logs after ``step`` (every ``log_every`` steps and the last)."""
+        return step % self.config.log_every == 0 or step == self.config.steps
+
+    def checkpoints_at(self, step: int) -> bool:
+        """Whether :meth:`fit` checkpoints after ``step`` (every ``checkpoint_every`` steps and the last)."""
+        return step % self.config.checkpoint_every == 0 or step == self.config.steps
+
     def lr_at(self, step: int) -> float:
         if self.config.warmup_steps > 0:
             return self.config.lr * min(1.0, (step + 1) / self.config.warmup_steps)
@@ -176,9 +184,8 @@ class Trainer:
             bar.update(1)
             if self.hooks.on_eval and self.hooks.eval_every and self.step % self.hooks.eval_every == 0:
                 evaluated = self.hooks.on_eval(self.step, self.eval_model()) or evaluated
-            last_step = self.step == config.steps
-            stopped_early = time.monotonic() > deadline and not last_step
-            if self.step % config.log_every == 0 or last_step or stopped_early:
+            stopped_early = time.monotonic() > deadline and self.step < config.steps
+            if self.logs_at(self.step) or stopped_early:
                 elapsed = max(time.monotonic() - window_start, 1e-9)
                 metrics = {"loss": window_loss / window_steps, "lr": self.lr_at(self.step - 1),
                            "grad_norm": grad_norm, "steps_per_sec": window_steps / elapsed}
@@ -186,7 +193,7 @@ class Trainer:
                 if self.hooks.on_log:
                     self.hooks.on_log(self.step, metrics)
                 window_loss, window_steps, window_start = 0.0, 0, time.monotonic()
-            if self.step % config.checkpoint_every == 0 or last_step or stopped_early:
+            if self.checkpoints_at(self.step) or stopped_early:
                 self.save_checkpoint()
                 saved_at = self.step
             if stopped_early:

@@ -95,14 +95,17 @@ def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None 
 
 def prior_validator(decomposer_uri: str, cache_uri: str, n_chunks: int, crop_frames: int, seed: int = 0):
     """``validate(prior) -> {"val_prior_loss": float}``: :func:`ucr.prior.validation_loss` on z of the first
-    ``n_chunks`` chunks of a held-out cache (their first ``crop_frames`` frames), z computed once here."""
+    ``n_chunks`` chunks of a held-out cache (their first ``crop_frames`` frames), z computed at the first call."""
     from ucr.prior import validation_loss
     from ucr.train import checkpoint as ckpt
 
-    z = cache_component_latents(decomposer_state(ckpt.load(decomposer_uri)), cache_uri, n_chunks)
-    frames = min(crop_frames, z.shape[-1])
+    held_out: list[torch.Tensor] = []
 
     def validate(prior) -> dict:
+        if not held_out:
+            held_out.append(cache_component_latents(decomposer_state(ckpt.load(decomposer_uri)), cache_uri, n_chunks))
+        z = held_out[0]  # [N, K, Cz, T]
+        frames = min(crop_frames, z.shape[-1])
         usable = frames - frames % prior.time_multiple
         return {"val_prior_loss": validation_loss(prior, z[..., :usable], seed=seed)}
 
