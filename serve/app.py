@@ -382,7 +382,7 @@ class UCRIngress:
         file: Annotated[UploadFile, File(description="WAV, FLAC or Ogg; any sample rate; mono or stereo")],
         steps: StepsParam = None,
         seed: SeedParam = 0,
-        mode: Annotated[Literal["independent", "mixture_consistent"] | None,
+        mode: Annotated[Literal["independent", "mixture_consistent", "one_pass", "one_pass_residual"] | None,
                         Query(description="separation sampler (default: the model's diffusion.separation)")] = None,
         output: Annotated[Literal["zip", "wav"],
                           Query(alias="format", description="zip of all components, or one WAV")] = "zip",

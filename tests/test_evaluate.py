@@ -74,3 +74,22 @@ def test_cache_without_stems_is_refused(trained, slakh_root, tmp_path):
     encode_split(settings, MDCTCodec(), plain, progress=False)
     with pytest.raises(ValueError, match="with-stems"):
         evaluate(Pipeline.from_checkpoint(run), plain, str(tmp_path / "r"), log=lambda _: None)
+
+
+def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_path):
+    caches, run, _ = trained
+    out = tmp_path / "report_one_pass"
+    report = evaluate(Pipeline.from_checkpoint(run), caches["test"], str(out),
+                      EvalOptions(mode="one_pass_residual", nmf=False, irm=False, window_seconds=0.25,
+                                  hop_seconds=0.125, alpha_curve=(0.2, 0.5), curve_chunks=2),
+                      log=lambda _: None)
+    assert report["separation_settings"] == {"mode": "one_pass_residual", "alpha": 0.3, "draws": 4}
+    d = report["diagnostics"]
+    matrix = np.array(d["component_x_source"])
+    assert matrix.shape == (2, 2) and np.isfinite(matrix).all()
+    r = np.array(d["z_correlation"])
+    assert r.shape == (2, 2) and np.allclose(np.diag(r), 1.0) and np.allclose(r, r.T)
+    assert [(p["alpha"], p["mode"]) for p in report["alpha_curve"]] == [
+        (0.2, "one_pass"), (0.2, "one_pass_residual"), (0.5, "one_pass"), (0.5, "one_pass_residual")]
+    text = (out / "report.md").read_text()
+    assert "Decomposition diagnostics" in text and "One-pass alpha*" in text

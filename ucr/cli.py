@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Sequence
 
+from ucr.config import SEPARATION_MODES
+
 
 def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "demo") -> None:
     parser.add_argument("--preset", default=default_preset,
@@ -226,7 +228,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     supervised = Pipeline.from_checkpoint(args.supervised, device=args.device) if args.supervised else None
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
-                          steps_curve=curve, mode=args.mode)
+                          steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
+                          curve_chunks=args.curve_chunks,
+                          alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
+                          else ())
     cache = resolve_cache(args.data, args.split)
     report = evaluate(pipeline, cache, args.out, options, supervised=supervised)
     from ucr.evaluate import markdown_table
@@ -379,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--out", required=True, help="output folder: one WAV per component")
     separate.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps of the model)")
     separate.add_argument("--seed", type=int, default=0)
-    separate.add_argument("--mode", choices=["independent", "mixture_consistent"],
-                          help="independent (the paper) or mixture_consistent (default: the model's setting)")
+    separate.add_argument("--mode", choices=list(SEPARATION_MODES),
+                          help="independent (the paper), mixture_consistent, one_pass or one_pass_residual "
+                               "(default: the model's diffusion.separation)")
     separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     separate.set_defaults(handler=cmd_separate)
 
@@ -394,8 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps-curve", help="comma-separated step counts for the speed/quality curve, "
                                                 "e.g. 5,10,25,50")
     evaluate.add_argument("--max-chunks", type=int, help="evaluate only the first N chunks")
-    evaluate.add_argument("--mode", choices=["independent", "mixture_consistent"],
+    evaluate.add_argument("--mode", choices=list(SEPARATION_MODES),
                           help="separation mode (default: diffusion.separation of the model)")
+    evaluate.add_argument("--alpha", type=float, help="one-pass blend level alpha* (default: the model's "
+                                                      "diffusion.one_pass_alpha)")
+    evaluate.add_argument("--draws", type=int, help="one-pass noise draws (default: diffusion.one_pass_draws)")
+    evaluate.add_argument("--alpha-curve", help="comma-separated alpha* values at which to also score the one-pass "
+                                                "modes, e.g. 0.1,0.3,0.6")
+    evaluate.add_argument("--curve-chunks", type=int, default=16,
+                          help="chunks used by the --steps-curve and --alpha-curve points (default: 16)")
     evaluate.add_argument("--generation", action="store_true",
                           help="also the generation metrics (needs a prior checkpoint as --model)")
     evaluate.add_argument("--generate-n", type=int, default=8, help="excerpts to generate for those metrics")

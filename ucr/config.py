@@ -142,18 +142,32 @@ class ModelConfig:
                              f"model.groupnorm_groups = {self.groupnorm_groups}")
 
 
+# How a mixture is split into components (ucr.decomposer.Decomposer.separate):
+#   independent        the paper: the sampler runs the decoder on each z_k alone, from noise
+#   mixture_consistent the sampler, with the K predictions projected onto the observed mixture at every step
+#   one_pass           the decoder applied once to the observed mixture blended with noise at alpha* (its training
+#                      input), noise draws averaged
+#   one_pass_residual  one_pass, then the least trusted component (blind rule: lowest coherence with the mixture)
+#                      is replaced by the mixture residual, so the composition equals the mixture exactly
+SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_residual")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     """IADB (Heitz et al. 2023) settings shared by the decoder and the prior."""
 
     sampler_steps: int = 50  # deterministic sampler steps at inference (the paper: 50)
     alpha_schedule: str = "uniform"  # training distribution of alpha: "uniform" (the paper)
-    separation: str = "independent"  # "independent" (the paper: each z_k alone) or "mixture_consistent"
+    separation: str = "independent"  # one of SEPARATION_MODES; "independent" is the paper's
+    one_pass_alpha: float = 0.3  # one-pass modes: the blend level alpha* at which the observed mixture is noised
+    one_pass_draws: int = 4  # one-pass modes: noise draws averaged
 
     def __post_init__(self) -> None:
         _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
         _one_of("diffusion.alpha_schedule", self.alpha_schedule, ["uniform"])
-        _one_of("diffusion.separation", self.separation, ["independent", "mixture_consistent"])
+        _one_of("diffusion.separation", self.separation, SEPARATION_MODES)
+        _in_range("diffusion.one_pass_alpha", self.one_pass_alpha, 0.0, 1.0)
+        _is_int("diffusion.one_pass_draws", self.one_pass_draws, 1, 256)
 
 
 @dataclass(frozen=True)

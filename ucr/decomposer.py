@@ -9,7 +9,8 @@ Training sees mixtures only::
 
 Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
 component k's latent. With the paper's mean mixing (mixture = mean of the sources), component k estimates a source at
-its own scale. The ``supervised`` loss trains the same architecture with each source's latent as the target of its
+its own scale. The one-pass modes instead apply the decoder once to the observed mixture blended with noise (the
+input it was trained on; see :meth:`Decomposer.separate`). The ``supervised`` loss trains the same architecture with each source's latent as the target of its
 own component: the ceiling of what this architecture reaches with labels.
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ucr.codec.stats import LatentStats
+from ucr.config import SEPARATION_MODES
 from ucr.diffusion import iadb
 from ucr.nn.encoders import ComponentEncoders
 from ucr.nn.unet1d import UNet1d
@@ -118,14 +120,22 @@ class Decomposer(nn.Module):
     # -- inference ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
-                 mode: str = "independent") -> torch.Tensor:
+                 mode: str = "independent", alpha: float = 0.3, draws: int = 4) -> torch.Tensor:
         """Raw mixture latents ``[B, C, T]`` -> component latents ``[B, K, C, T]`` (raw scale).
 
-        ``mode="independent"`` (the paper): each component is sampled with the decoder conditioned on its own z_k
-        alone. ``mode="mixture_consistent"``: at every sampler step the K clean predictions are corrected so that
-        their composition (mean) equals the observed mixture, the residual being shared in proportion to each
-        component's predicted energy per latent coefficient (a Wiener-like split; cf. MSDM's consistency
-        correction). All K components run as one batch; any T works (padded internally).
+        ``mode`` is one of :data:`ucr.config.SEPARATION_MODES`:
+
+        - ``independent`` (the paper): each component is sampled with the decoder conditioned on its own z_k alone.
+        - ``mixture_consistent``: at every sampler step the K clean predictions are corrected so that their
+          composition (mean) equals the observed mixture (:func:`project_to_mixture`).
+        - ``one_pass``: no sampler. The decoder is applied once to the observed mixture blended with noise at
+          ``alpha`` — exactly the input it is trained on — once per z_k; ``draws`` noise draws are averaged
+          (:meth:`one_pass`). ``steps`` is unused.
+        - ``one_pass_residual``: ``one_pass``, then the least trusted component (:func:`coherence_with_mixture`,
+          decided once for the whole batch, so windows of one track stay consistent) is replaced by the mixture
+          residual: the composition equals the mixture exactly (:func:`replace_with_residual`).
+
+        All K components run as one batch; any T works (padded internally).
         """
         self._check(mixture)
         if mode not in SEPARATION_MODES:
@@ -134,9 +144,53 @@ class Decomposer(nn.Module):
         pad = (-T) % self.time_multiple
         x = nn.functional.pad(self.normalize(mixture), (0, pad), mode="replicate" if pad < T else "constant")
         z = self.components(x)  # [B, K, Cz, T']
+        if mode in ("one_pass", "one_pass_residual"):
+            parts = self.denormalize(self.one_pass(x, z, alpha, draws, generator))[..., :T]  # [B, K, C, T]
+            if mode == "one_pass_residual":
+                parts = replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture).mean(dim=0))
+            return parts
         parts, _mixture = self.decode_components(z, steps, generator,
                                                  target=x if mode == "mixture_consistent" else None)
         return parts[..., :T]
+
+    @torch.no_grad()
+    def separate_many(self, mixtures: torch.Tensor, max_batch: int = 16, steps: int = 50,
+                      generator: torch.Generator | None = None, mode: str = "independent", alpha: float = 0.3,
+                      draws: int = 4) -> torch.Tensor:
+        """:meth:`separate` over many excerpts ``[N, C, T]`` (e.g. the windows of one track) in batches of
+        ``max_batch``, on the model's device -> ``[N, K, C, T]`` on the CPU. For ``one_pass_residual`` the blind
+        choice of the component to replace is made once over all N, so component k means the same everywhere."""
+        device = next(self.parameters()).device
+        base = "one_pass" if mode == "one_pass_residual" else mode
+        parts = torch.cat([self.separate(mixtures[i:i + max_batch].to(device), steps=steps, generator=generator,
+                                         mode=base, alpha=alpha, draws=draws).cpu()
+                           for i in range(0, len(mixtures), max_batch)])  # [N, K, C, T]
+        if mode == "one_pass_residual":
+            mixtures = mixtures.cpu()
+            parts = replace_with_residual(parts, mixtures, coherence_with_mixture(parts, mixtures).mean(dim=0))
+        return parts
+
+    @torch.no_grad()
+    def one_pass(self, x: torch.Tensor, z: torch.Tensor, alpha: float, draws: int = 4,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The decoder's clean prediction for each component from the observed mixture, in one pass.
+
+        ``x [B, C, T]`` (normalised mixture, T a multiple of :attr:`time_multiple`), ``z [B, K, Cz, T]`` ->
+        ``[B, K, C, T]`` (normalised): ``mean_d decoder(alpha x + (1 - alpha) eps_d, alpha, z_k)`` over ``draws``
+        noise draws (the same draw for every k, as in training).
+        """
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"one-pass alpha must be in [0, 1], got {alpha}")
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws must be a positive integer, got {draws!r}")
+        levels = torch.full((x.shape[0],), float(alpha), device=x.device, dtype=x.dtype)  # [B]
+        total = None
+        for _ in range(draws):
+            noise = torch.randn(x.shape, generator=generator,
+                                device=generator.device if generator else x.device).to(x.device)
+            prediction = self.denoise_each(iadb.blend(x, noise, levels), levels, z)  # [B, K, C, T]
+            total = prediction if total is None else total + prediction
+        return total / draws
 
     @torch.no_grad()
     def decode_components(self, z: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
@@ -166,7 +220,39 @@ class Decomposer(nn.Module):
         return parts, self.compose(parts)
 
 
-SEPARATION_MODES = ("independent", "mixture_consistent")
+def coherence_with_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The blind trust score: scale-invariant SDR (dB) of each component against the mixture it came from.
+
+    ``parts [B, K, C, T]``, ``mixture [B, C, T]`` -> ``[B, K]``. A component that follows one source of the mixture
+    is coherent with it (positive projection, a high score); an incoherent, noise-like component (the failure mode
+    of a component whose z carries little) scores low. No labels are used. For an orthogonal codec (the MDCT) it
+    equals the waveform SI-SDR.
+    """
+    B, K = parts.shape[:2]
+    p = parts.reshape(B, K, -1).double()
+    m = mixture.reshape(B, 1, -1).double()
+    scale = (p * m).sum(-1, keepdim=True) / (m.square().sum(-1, keepdim=True) + eps)  # [B, K, 1]
+    target = scale * m
+    error = p - target
+    return (10 * torch.log10((target.square().sum(-1) + eps) / (error.square().sum(-1) + eps))).float()
+
+
+def replace_with_residual(parts: torch.Tensor, mixture: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+    """Replace the least trusted component by the mixture residual, so that ``mean_k parts_k == mixture`` exactly.
+
+    ``parts [B, K, C, T]`` and ``mixture [B, C, T]`` (same scale), ``trust [K]`` (one decision for the batch) or
+    ``[B, K]`` (per example) -> ``[B, K, C, T]``. With mean composition the residual is ``K * mixture - sum of the
+    kept components``. K = 1: the component is the mixture.
+    """
+    B, K = parts.shape[:2]
+    if trust.shape not in ((K,), (B, K)):
+        raise ValueError(f"trust must be [K] or [B, K] with K = {K}, got {tuple(trust.shape)}")
+    dropped = trust.argmin(dim=-1).expand(B) if trust.ndim == 1 else trust.argmin(dim=-1)  # [B]
+    keep = torch.ones(B, K, 1, 1, dtype=parts.dtype, device=parts.device)
+    keep[torch.arange(B), dropped] = 0.0
+    residual = K * mixture - (parts * keep).sum(dim=1)  # [B, C, T]
+    return parts * keep + (1 - keep) * residual[:, None]
+
 
 
 def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, smooth: tuple[int, int] = (3, 3),

@@ -38,6 +38,9 @@ class EvalOptions:
     nmf_iterations: int = 200
     irm: bool = True
     steps_curve: tuple[int, ...] = ()  # also time and score the model at these step counts (on curve_chunks)
+    alpha: float | None = None  # one-pass blend level (None: the model's diffusion.one_pass_alpha)
+    draws: int | None = None  # one-pass noise draws (None: the model's diffusion.one_pass_draws)
+    alpha_curve: tuple[float, ...] = ()  # also score the one-pass modes at these alpha* (on curve_chunks)
     curve_chunks: int = 16
     audio_examples: int = 2
 
@@ -53,19 +56,30 @@ class MethodOutputs:
 
 
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
-                     length: int, mode: str = "independent") -> tuple[list[np.ndarray], float]:
-    """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds."""
+                     length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4
+                     ) -> tuple[list[np.ndarray], float]:
+    """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds.
+
+    The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     started = time.perf_counter()
     out = []
+    all_parts = model.separate_many(latents, batch_size, steps=steps, generator=generator, mode=mode, alpha=alpha,
+                                    draws=draws)  # [N, K, C, T]
     for i in range(0, len(latents), batch_size):
-        parts = model.separate(latents[i:i + batch_size].to(device), steps=steps, generator=generator,
-                               mode=mode).cpu()
+        parts = all_parts[i:i + batch_size]
         B, K, C, T = parts.shape
         waves = codec.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)[..., :length]  # [B, K, L]
         out.extend(waves.numpy())
     return out, time.perf_counter() - started
+
+
+def _settings(pipeline, options: EvalOptions) -> dict:
+    """The separation settings an evaluation uses: the options where given, else the model's config."""
+    diffusion = pipeline.config.diffusion
+    return {"mode": options.mode or diffusion.separation,
+            "alpha": diffusion.one_pass_alpha if options.alpha is None else options.alpha,
+            "draws": diffusion.one_pass_draws if options.draws is None else options.draws}
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
@@ -130,14 +144,15 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     log(f"[evaluate] {N} chunks x {L / sample_rate:.1f} s, sources {source_names}, K = {pipeline.n_components}, "
         f"{options.steps} sampler steps")
 
-    mode = options.mode or pipeline.config.diffusion.separation
+    settings = _settings(pipeline, options)
+    mode = settings["mode"]
     methods: list[MethodOutputs] = []
     waves, seconds = _separate_chunks(pipeline.model, codec, mixture_latents, options.steps, options.seed,
-                                      options.batch_size, L, mode)
+                                      options.batch_size, L, **settings)
     methods.append(MethodOutputs("ucr", waves, labelled=False, seconds=seconds))
     if supervised is not None:
         waves, seconds = _separate_chunks(supervised.model, codec, mixture_latents, options.steps, options.seed,
-                                          options.batch_size, L, mode)
+                                          options.batch_size, L, **settings)
         methods.append(MethodOutputs("supervised reference", waves, labelled=True, seconds=seconds))
     methods.append(MethodOutputs("mixture passthrough", [baselines.passthrough(m, S) for m in mixtures]))
     if options.nmf:
@@ -166,7 +181,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     report = {
         "model": pipeline.metadata, "cache": cache_uri, "n_chunks": N, "chunk_seconds": L / sample_rate,
         "sources": source_names, "n_components": pipeline.n_components, "options": asdict(options),
-        "separation_mode": mode,
+        "separation_mode": mode, "separation_settings": settings,
         "protocol": {
             "windows": f"{options.window_seconds:g} s windows, {options.hop_seconds:g} s hop; windows with fewer "
                        f"than 2 active sources (RMS > -60 dBFS) skipped; 'whole' = one window per chunk",
@@ -183,6 +198,9 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     }
     if options.steps_curve:
         report["steps_curve"] = steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options, source_names)
+    report["diagnostics"] = diagnostics(pipeline.model, methods[0].waves, stem_waves, mixture_latents, source_names)
+    if options.alpha_curve:
+        report["alpha_curve"] = alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options, source_names)
     report["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_report(report, out)
     write_examples(out, methods[0], stem_waves, mixtures, sample_rate, options.audio_examples, source_names)
@@ -206,7 +224,8 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     was_training = model.training
     model.eval()
     waves, _ = _separate_chunks(model, build_codec(config.codec), latents, steps, seed, 8, references.shape[-1],
-                                config.diffusion.separation)
+                                config.diffusion.separation, config.diffusion.one_pass_alpha,
+                                config.diffusion.one_pass_draws)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -226,14 +245,62 @@ def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     points = []
     for steps in options.steps_curve:
         waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], steps,
-                                          options.seed, options.batch_size, L,
-                                          options.mode or pipeline.config.diffusion.separation)
-        method = MethodOutputs("ucr", waves, labelled=False, seconds=seconds)
-        rows, _ = _score(method, stem_waves[:n], mixtures[:n], pipeline.sample_rate, options)
-        chosen = [r for r in rows if r["matching"] == "fixed" and r["protocol"] == "windowed"]
-        points.append({"steps": steps, "rtf": seconds / (n * L / pipeline.sample_rate),
-                       "si_sdri": {source_names[r["source"]]: r["si_sdri"]["mean"] for r in chosen}})
+                                          options.seed, options.batch_size, L, **_settings(pipeline, options))
+        points.append({"steps": steps, **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline,
+                                                      options, source_names)})
     return points
+
+
+def _curve_point(waves, seconds, stem_waves, mixtures, pipeline, options, source_names) -> dict:
+    n, _, L = stem_waves.shape
+    method = MethodOutputs("ucr", waves, labelled=False, seconds=seconds)
+    rows, _ = _score(method, stem_waves, mixtures, pipeline.sample_rate, options)
+    chosen = [r for r in rows if r["matching"] == "fixed" and r["protocol"] == "windowed"]
+    return {"rtf": seconds / (n * L / pipeline.sample_rate),
+            "si_sdri": {source_names[r["source"]]: r["si_sdri"]["mean"] for r in chosen}}
+
+
+def alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOptions,
+                source_names: list[str]) -> list[dict]:
+    """SI-SDRi (windowed, fixed, original) of ``one_pass`` and ``one_pass_residual`` at each alpha* of
+    ``options.alpha_curve`` on the first ``curve_chunks`` chunks: the score along the one-pass path's free
+    parameter (a diagnostic: near alpha = 1 the decoder sees the clean mixture and need not separate)."""
+    n = min(options.curve_chunks, len(mixture_latents))
+    L = stem_waves.shape[-1]
+    draws = _settings(pipeline, options)["draws"]
+    points = []
+    for alpha in options.alpha_curve:
+        for mode in ("one_pass", "one_pass_residual"):
+            waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], 1, options.seed,
+                                              options.batch_size, L, mode, alpha, draws)
+            points.append({"alpha": alpha, "mode": mode,
+                           **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline, options,
+                                          source_names)})
+    return points
+
+
+def diagnostics(model, component_waves: list[np.ndarray], stem_waves: np.ndarray, mixture_latents: torch.Tensor,
+                source_names: list[str]) -> dict:
+    """Whether a decomposition emerged: the component x source SI-SDR matrix (dB, mean over chunks, of the
+    evaluated components against the original stems) and the correlation between the component latents z_k.
+
+    ``component_x_source[k][s]``: each row should have one high entry, in a different column per component;
+    two rows high in the same column = redundant components. ``z_correlation[k][j]``: Pearson correlation of z_k
+    and z_j over all frames and chunks (|r| near 1 = redundant codes)."""
+    matrices = np.stack([metrics.score_matrix(w, r) for w, r in zip(component_waves, stem_waves)])  # [N, K, S]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        z = torch.cat([model.components(model.normalize(mixture_latents[i:i + 16].to(device))).cpu()
+                       for i in range(0, len(mixture_latents), 16)])  # [N, K, Cz, T]
+    return {"sources": source_names, "component_x_source": np.nanmean(matrices, axis=0).tolist(),
+            "z_correlation": z_correlation(z).tolist()}
+
+
+def z_correlation(z: torch.Tensor) -> np.ndarray:
+    """``z [N, K, Cz, T]`` -> ``[K, K]`` Pearson correlation between the K component latents over all entries."""
+    K = z.shape[1]
+    flat = z.transpose(0, 1).reshape(K, -1).double().numpy()  # [K, N * Cz * T]
+    return np.corrcoef(flat) if K > 1 else np.ones((1, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -307,6 +374,27 @@ def write_report(report: dict, out: str) -> None:
                   "|" + "---|" * (2 + len(report["sources"]))]
         for point in report["steps_curve"]:
             parts.append(f"| {point['steps']} | {point['rtf']:.4f} | " + " | ".join(
+                f"{point['si_sdri'].get(s, float('nan')):.2f}" for s in report["sources"]) + " |")
+        parts.append("")
+    if "diagnostics" in report:
+        d = report["diagnostics"]
+        parts += ["## Decomposition diagnostics\n",
+                  "Component x source SI-SDR (dB, mean over chunks; original stems):\n",
+                  "| component | " + " | ".join(d["sources"]) + " |", "|" + "---|" * (1 + len(d["sources"]))]
+        parts += [f"| {k} | " + " | ".join(f"{v:.2f}" for v in row) + " |"
+                  for k, row in enumerate(d["component_x_source"])]
+        parts += ["", "Correlation between the component latents z_k:\n",
+                  "| | " + " | ".join(f"z{j}" for j in range(len(d["z_correlation"]))) + " |",
+                  "|" + "---|" * (1 + len(d["z_correlation"]))]
+        parts += [f"| z{k} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
+                  for k, row in enumerate(d["z_correlation"])]
+        parts.append("")
+    if "alpha_curve" in report:
+        parts += ["## One-pass alpha*: SI-SDRi (windowed, fixed, original)\n",
+                  "| alpha* | mode | RTF | " + " | ".join(f"SI-SDRi {s}" for s in report["sources"]) + " |",
+                  "|" + "---|" * (3 + len(report["sources"]))]
+        for point in report["alpha_curve"]:
+            parts.append(f"| {point['alpha']:g} | {point['mode']} | {point['rtf']:.4f} | " + " | ".join(
                 f"{point['si_sdri'].get(s, float('nan')):.2f}" for s in report["sources"]) + " |")
         parts.append("")
     parts.append(f"Peak resident memory of the evaluation process: {report['peak_memory_mb']:.0f} MB.\n")

@@ -114,14 +114,15 @@ class Pipeline:
     # -- separation --------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
-                        overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None
-                        ) -> torch.Tensor:
+                        overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None,
+                        alpha: float | None = None, draws: int | None = None) -> torch.Tensor:
         """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``.
 
         Long inputs are cut into windows of ``window_frames`` (default: the training crop) with ``overlap_frames``
         of linear crossfade (default: a quarter window); windows run as batches. Component k always comes from
         encoder k, so components stay consistent across windows. ``mode``: see :meth:`Decomposer.separate`
-        (default: ``diffusion.separation`` of the model's config).
+        (default: ``diffusion.separation`` of the model's config); ``alpha`` / ``draws`` for the one-pass modes
+        (default: ``diffusion.one_pass_alpha`` / ``one_pass_draws``).
         """
         mode = mode or self.config.diffusion.separation
         C, T = latent.shape
@@ -135,9 +136,10 @@ class Pipeline:
             starts = list(range(0, T - window, hop)) + [T - window]
         pieces = torch.stack([latent[:, s:s + window] for s in starts])  # [N, C, W]
         generator = torch.Generator().manual_seed(seed)
-        parts = torch.cat([self.model.separate(pieces[i:i + max_batch].to(self.device), steps=steps,
-                                               generator=generator, mode=mode).cpu()
-                           for i in range(0, len(starts), max_batch)])  # [N, K, C, W]
+        diffusion = self.config.diffusion
+        parts = self.model.separate_many(pieces, max_batch, steps=steps, generator=generator, mode=mode,
+                                         alpha=diffusion.one_pass_alpha if alpha is None else alpha,
+                                         draws=diffusion.one_pass_draws if draws is None else draws)  # [N, K, C, W]
         total = torch.zeros(self.n_components, C, T)
         weight = torch.zeros(T)
         for index, start in enumerate(starts):

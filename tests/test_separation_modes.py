@@ -1,0 +1,107 @@
+"""The one-pass separation modes, the blind residual rule and the decomposition diagnostics."""
+
+import numpy as np
+import pytest
+import torch
+
+from ucr.config import load_config
+from ucr.decomposer import build_decomposer, coherence_with_mixture, replace_with_residual
+from ucr.diffusion import iadb
+from ucr.evaluate import z_correlation
+
+
+def tiny_model(k: int = 2, channels: int = 8):
+    return build_decomposer(load_config("smoke", {"model.n_components": k}).model, latent_channels=channels).eval()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_one_pass_modes_shapes_and_exact_composition(k):
+    model = tiny_model(k)
+    mixture = torch.randn(3, 8, 21)  # T not a multiple of the U-Net's stride: padded internally
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    free = model.separate(mixture, generator=gen(), mode="one_pass", alpha=0.3, draws=2)
+    assert free.shape == (3, k, 8, 21)
+    parts = model.separate(mixture, generator=gen(), mode="one_pass_residual", alpha=0.3, draws=2)
+    assert parts.shape == (3, k, 8, 21)
+    torch.testing.assert_close(parts.mean(1), mixture, atol=1e-5, rtol=1e-5)  # exact composition, any K
+    if k > 1:  # K - 1 components are the one-pass ones, untouched
+        same = [torch.allclose(parts[:, j], free[:, j]) for j in range(k)]
+        assert sum(same) == k - 1
+    else:
+        torch.testing.assert_close(parts[:, 0], mixture, atol=1e-5, rtol=1e-5)
+
+
+def test_one_pass_is_the_decoder_on_its_training_input():
+    model = tiny_model(2)
+    x = torch.randn(2, 8, 16)
+    z = model.components(x)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    alpha = torch.full((2,), 0.4)
+    expected = model.denoise_each(iadb.blend(x, noise, alpha), alpha, z)
+    got = model.one_pass(x, z, 0.4, draws=1, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="alpha"):
+        model.one_pass(x, z, 1.5)
+    with pytest.raises(ValueError, match="draws"):
+        model.one_pass(x, z, 0.3, draws=0)
+
+
+def test_separate_many_decides_the_residual_once_for_all_excerpts():
+    model = tiny_model(2)
+    mixtures = torch.randn(5, 8, 16)
+    parts = model.separate_many(mixtures, max_batch=2, generator=torch.Generator().manual_seed(1),
+                                mode="one_pass_residual", alpha=0.3, draws=1)
+    free = model.separate_many(mixtures, max_batch=2, generator=torch.Generator().manual_seed(1), mode="one_pass",
+                               alpha=0.3, draws=1)
+    torch.testing.assert_close(parts.mean(1), mixtures, atol=1e-5, rtol=1e-5)
+    kept = [bool(torch.allclose(parts[:, j], free[:, j])) for j in range(2)]
+    assert sorted(kept) == [False, True]  # the same component replaced in every excerpt
+
+
+def test_blind_rule_drops_the_incoherent_component():
+    """A constructed case with a known answer: component 0 is one source, component 1 is noise."""
+    g = torch.Generator().manual_seed(0)
+    s0, s1 = torch.randn(4, 8, 50, generator=g), torch.randn(4, 8, 50, generator=g)
+    mixture = (s0 + s1) / 2
+    parts = torch.stack([s0, torch.randn(4, 8, 50, generator=g)], dim=1)  # [B, K, C, T]
+    trust = coherence_with_mixture(parts, mixture)
+    assert trust.shape == (4, 2) and bool((trust[:, 0] > trust[:, 1]).all())
+    # closed form: s0 has projection 1/2 (s0.m = |s0|^2/2, |m|^2 = |s0|^2/2 approx) -> SI-SDR near 0 dB
+    assert float(trust[:, 0].mean()) == pytest.approx(0.0, abs=0.6)
+    fixed = replace_with_residual(parts, mixture, trust.mean(0))
+    torch.testing.assert_close(fixed[:, 0], s0)
+    torch.testing.assert_close(fixed[:, 1], s1, atol=1e-5, rtol=1e-5)  # the residual is exactly the other source
+
+
+def test_replace_with_residual_per_example_and_bad_trust():
+    parts = torch.zeros(2, 3, 1, 2)
+    parts[:, 0] = 1.0
+    mixture = torch.ones(2, 1, 2)
+    out = replace_with_residual(parts, mixture, torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]))
+    torch.testing.assert_close(out[0, 2], torch.full((1, 2), 2.0))  # 3 * 1 - (1 + 0)
+    torch.testing.assert_close(out[1, 0], torch.full((1, 2), 3.0))  # 3 * 1 - (0 + 0)
+    with pytest.raises(ValueError, match="trust"):
+        replace_with_residual(parts, mixture, torch.zeros(4))
+
+
+def test_z_correlation_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 1, 1, 40, generator=g)
+    b = torch.randn(6, 1, 1, 40, generator=g)
+    z = torch.cat([a, -2 * a + 1, b], dim=1)  # z1 an affine, negated copy of z0; z2 independent
+    r = z_correlation(z)
+    assert r.shape == (3, 3)
+    assert r[0, 1] == pytest.approx(-1.0, abs=1e-9)
+    assert abs(r[0, 2]) < 0.2
+    np.testing.assert_allclose(np.diag(r), 1.0)
+
+
+def test_config_accepts_the_new_modes_and_rejects_bad_settings():
+    config = load_config("smoke", {"diffusion.separation": "one_pass_residual", "diffusion.one_pass_alpha": 0.2})
+    assert config.diffusion.separation == "one_pass_residual"
+    with pytest.raises(ValueError, match="diffusion.separation"):
+        load_config("smoke", {"diffusion.separation": "magic"})
+    with pytest.raises(ValueError, match="one_pass_alpha"):
+        load_config("smoke", {"diffusion.one_pass_alpha": 1.5})
+    with pytest.raises(ValueError, match="one_pass_draws"):
+        load_config("smoke", {"diffusion.one_pass_draws": 0})
