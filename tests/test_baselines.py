@@ -72,3 +72,20 @@ def test_nmf_output_dtype_length_and_other_divergences():
     np.testing.assert_allclose(short.sum(0), mix[:100], atol=1e-8)
     silent = baselines.nmf_separate(np.zeros(1000), SR, n_components=2, n_fft=256, hop=64)
     np.testing.assert_array_equal(silent, 0.0)
+
+
+def test_cluster_by_centroid_groups_low_and_high_bases():
+    labels = baselines.cluster_by_centroid(np.array([100, 5000, 120, 90, 6000, 5500.0]), 2)
+    assert list(labels) == [0, 1, 0, 0, 1, 1]
+    assert sorted(baselines.cluster_by_centroid(np.array([3.0, 1.0]), 3)) == [0, 1]
+
+
+def test_clustered_nmf_separates_a_low_and_a_high_tone_and_sums_to_the_mixture():
+    low, high = _tone(110, 2.0), _tone(2200, 2.0) * _gate(int(2.0 * SR), 0.3, 0.8)
+    mixture = low + high
+    out = baselines.nmf_clustered_separate(mixture, SR, 2, n_bases=16, n_fft=512, hop=128, iterations=100)
+    assert out.shape == (2, len(mixture))
+    np.testing.assert_allclose(out.sum(0), mixture, atol=1e-6)
+    # ordered low -> high; each output improves on the mixture as the estimate by more than 6 dB
+    assert metrics.si_sdr(out[0], low) - metrics.si_sdr(mixture, low) > 6
+    assert metrics.si_sdr(out[1], high) - metrics.si_sdr(mixture, high) > 6

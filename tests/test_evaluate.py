@@ -35,7 +35,8 @@ def test_report_has_every_method_reference_and_matching(trained, tmp_path):
                                   steps_curve=(1, 2), curve_chunks=2),
                       supervised=Pipeline.from_checkpoint(sup), log=lambda _: None)
     methods = {r["method"] for r in report["results"]}
-    assert methods == {"ucr", "supervised reference", "mixture passthrough", "nmf", "oracle IRM", "codec ceiling"}
+    assert methods == {"ucr", "supervised reference", "mixture passthrough", "nmf", "nmf-32 clustered", "oracle IRM",
+                       "codec ceiling"}
     assert {r["reference"] for r in report["results"]} == {"original", "codec"}
     assert {r["matching"] for r in report["results"] if r["method"] == "ucr"} == {"per-example", "fixed"}
     # closed-form anchors: passthrough improves nothing; the exact codec's ceiling is near perfect

@@ -22,7 +22,7 @@ from ucr import audio, baselines, metrics, storage
 from ucr.data.latents import LatentCache
 
 METRICS = ("si_sdr", "si_sir", "si_sar", "si_sdri")
-UNLABELLED = {"ucr", "nmf"}  # methods whose outputs carry no source labels (matched to sources)
+UNLABELLED = {"ucr", "nmf", "nmf-32 clustered"}  # methods whose outputs carry no source labels (matched to sources)
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,12 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
         waves = [baselines.nmf_separate(m, sample_rate, pipeline.n_components, iterations=options.nmf_iterations,
                                         seed=options.seed) for m in mixtures]
         methods.append(MethodOutputs("nmf", waves, labelled=False, seconds=time.perf_counter() - started))
+        started = time.perf_counter()
+        waves = [baselines.nmf_clustered_separate(m, sample_rate, pipeline.n_components,
+                                                  iterations=options.nmf_iterations, seed=options.seed)
+                 for m in mixtures]
+        methods.append(MethodOutputs("nmf-32 clustered", waves, labelled=False,
+                                     seconds=time.perf_counter() - started))
     if options.irm:
         methods.append(MethodOutputs("oracle IRM", [baselines.ideal_ratio_mask(m, s, sample_rate)
                                                     for m, s in zip(mixtures, stem_waves)]))
