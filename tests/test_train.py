@@ -69,6 +69,17 @@ def test_supervised_loss_targets_each_source():
         model(sources.mean(1), torch.randn(2, 3, 8, 16))
 
 
+def test_supervised_reference_sees_the_noisy_mixture_like_the_unsupervised_model():
+    model = build_decomposer(tiny().model, latent_channels=8)
+    sources = torch.randn(2, 2, 8, 16)
+    seen = []
+    model.decoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[:2]))
+    model(sources.mean(1), sources, generator=torch.Generator().manual_seed(0))
+    x, a = seen[0]  # [B*K, C, T]: the K rows of an example share one noisy input, as in the unsupervised loss
+    torch.testing.assert_close(x[0], x[1])
+    assert float(a[0]) == float(a[1])
+
+
 def test_normalisation_statistics_are_applied_and_saved():
     from ucr.codec import LatentStats
 

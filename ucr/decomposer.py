@@ -10,8 +10,9 @@ Training sees mixtures only::
 Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
 component k's latent. With the paper's mean mixing (mixture = mean of the sources), component k estimates a source at
 its own scale. The one-pass modes instead apply the decoder once to the observed mixture blended with noise (the
-input it was trained on; see :meth:`Decomposer.separate`). The ``supervised`` loss trains the same architecture with each source's latent as the target of its
-own component: the ceiling of what this architecture reaches with labels.
+input it was trained on; see :meth:`Decomposer.separate`). The ``supervised`` loss trains the same architecture from
+the same noisy-mixture input with each source's latent as the target of its own component: the ceiling of what this
+architecture reaches with labels, used through the same separation modes.
 """
 
 from __future__ import annotations
@@ -94,20 +95,23 @@ class Decomposer(nn.Module):
 
     def supervised_loss(self, mixture: torch.Tensor, sources: torch.Tensor,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-        """Supervised reference: component k is trained to generate source k.
+        """Supervised reference: component k is trained to give source k, from the input the unsupervised model
+        sees (the noisy mixture) — so that at inference it is used exactly like the unsupervised model and bounds it.
 
-        ``mixture [B, C, T]``, ``sources [B, K, C, T]`` (raw latents, K = number of sources) -> ``[B]``.
+        ``x_alpha = blend(mixture, eps, alpha)`` (shared by all k, as in :meth:`loss`), prediction_k =
+        ``decoder(x_alpha, alpha, z_k)``, target = source k. ``mixture [B, C, T]``, ``sources [B, K, C, T]`` (raw
+        latents, K = number of sources) -> ``[B]``.
         """
         self._check(mixture)
         B, K, C, T = sources.shape
         if K != self.n_components:
             raise ValueError(f"supervised training needs n_components = number of sources ({K}), "
                              f"got {self.n_components}")
-        z = self.components(self.normalize(mixture))
+        x = self.normalize(mixture)
+        z = self.components(x)
         targets = self.normalize(sources)  # [B, K, C, T] (normalisation is per channel, broadcast over K)
-        x_alpha, alpha, _noise = iadb.training_inputs(targets.reshape(B, K * C, T), generator)
-        prediction = self.denoise_each(x_alpha.reshape(B, K, C, T), alpha, z)
-        return iadb.x0_loss(prediction, targets)
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator)
+        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, z), targets)
 
     def forward(self, mixture: torch.Tensor, sources: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
