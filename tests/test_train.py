@@ -213,3 +213,44 @@ def test_mixture_consistent_separation_composes_to_the_input():
     assert not torch.allclose(free.mean(1), mixture, atol=1e-2)
     with pytest.raises(ValueError, match="separation mode"):
         model.separate(mixture, mode="magic")
+
+
+def test_checkpoint_loading_never_runs_code(tmp_path):
+    """A planted checkpoint whose unpickling would run code is refused, and the code does not run."""
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "planted.pt"
+    torch.save({"kind": "decomposer", "config": {}, "payload": Planted()}, bad)
+    with pytest.raises(ValueError, match="not a UCR checkpoint.*refused rather than unpickled"):
+        ckpt.load(str(bad))
+    assert not marker.exists()
+
+
+def test_rng_state_round_trips_through_a_data_only_checkpoint(tmp_path):
+    import random
+
+    np.random.seed(3)
+    random.seed(3)
+    torch.manual_seed(3)
+    ckpt.save(str(tmp_path / "c.pt"), {"kind": "decomposer", "rng": ckpt.rng_state()})
+    expected = (np.random.rand(), random.random(), torch.rand(1).item())
+    np.random.seed(0), random.seed(0), torch.manual_seed(0)
+    ckpt.set_rng_state(ckpt.load(str(tmp_path / "c.pt"))["rng"])
+    assert (np.random.rand(), random.random(), torch.rand(1).item()) == expected
+
+
+def test_old_pickled_checkpoint_is_refused_then_converted_knowingly(tmp_path):
+    old_rng = {**ckpt.rng_state(), "numpy": np.random.get_state()}  # the earlier format: a numpy array inside
+    old = tmp_path / "old.pt"
+    torch.save({"kind": "decomposer", "step": 7, "rng": old_rng}, old)
+    with pytest.raises(ValueError, match="refused rather than unpickled"):
+        ckpt.load(str(old))
+    ckpt.convert_trusted(str(old), str(tmp_path / "new.pt"))
+    converted = ckpt.load(str(tmp_path / "new.pt"))
+    assert converted["step"] == 7
+    ckpt.set_rng_state(converted["rng"])

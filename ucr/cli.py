@@ -88,6 +88,14 @@ def cmd_codec_roundtrip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint_convert(args: argparse.Namespace) -> int:
+    from ucr.train import checkpoint as ckpt
+
+    ckpt.convert_trusted(args.input, args.out)
+    print(f"[checkpoint] {args.input} -> {args.out} (data-only)")
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from ucr.data.synth import render_dataset
 
@@ -416,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    checkpoint = commands.add_parser("checkpoint", help="checkpoint utilities")
+    checkpoint_commands = checkpoint.add_subparsers(dest="checkpoint_command", metavar="ACTION")
+    checkpoint_commands.required = True
+    convert = checkpoint_commands.add_parser(
+        "convert", help="rewrite a checkpoint of the earlier pickled format as data only. Loading the input "
+                        "unpickles it, which can run code: only convert files you trust")
+    convert.add_argument("input", metavar="IN", help="old checkpoint file or run folder (local or s3://)")
+    convert.add_argument("out", metavar="OUT", help="where to write the data-only checkpoint (a .pt path)")
+    convert.set_defaults(handler=cmd_checkpoint_convert)
 
     data = commands.add_parser("data", help="synthetic data and the latent cache")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")

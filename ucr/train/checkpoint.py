@@ -2,6 +2,10 @@
 
 A checkpoint is one file (``torch.save`` of a dict), written atomically to a local path or ``s3://`` URI. A run
 folder holds ``checkpoints/step-00001000.pt`` files (the newest ``keep`` of them) and ``final.pt``.
+
+Checkpoints hold data only: tensors, numbers, strings, lists, tuples and dicts (the numpy RNG state is stored as a
+tensor and plain values). They are loaded with ``torch.load(weights_only=True)``, which never unpickles arbitrary
+objects, so a planted file cannot run code on load.
 """
 
 from __future__ import annotations
@@ -33,12 +37,32 @@ def load(uri: str) -> dict:
     except FileNotFoundError:
         raise ValueError(f"checkpoint {resolved} not found") from None
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
-        raise ValueError(f"{resolved} is not a UCR checkpoint ({type(err).__name__}: {err})") from None
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged, foreign or unsafe file
+        raise ValueError(f"{resolved} is not a UCR checkpoint that loads as data: it is damaged, foreign, or holds "
+                         f"objects other than tensors and plain values, so it is refused rather than unpickled "
+                         f"(checkpoints written before checkpoints became data-only must be retrained with this "
+                         f"version) ({type(err).__name__})") from None
     if not isinstance(payload, dict) or "kind" not in payload:
         raise ValueError(f"{resolved} is not a UCR checkpoint (no 'kind' field)")
     return payload
+
+
+def convert_trusted(source: str, target: str) -> None:
+    """Rewrite a checkpoint of the earlier pickled format (``source``, a file *you trust*: loading it unpickles and
+    so can run code) as a data-only checkpoint at ``target``. Used by ``ucr checkpoint convert``."""
+    payload = torch.load(io.BytesIO(storage.read_bytes(resolve(source))), map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or "kind" not in payload:
+        raise ValueError(f"{source} is not a UCR checkpoint (no 'kind' field)")
+    rng = payload.get("rng")
+    if isinstance(rng, dict) and isinstance(rng.get("numpy"), tuple):
+        name, keys, position, has_gauss, cached = rng["numpy"]
+        rng["numpy"] = {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+                        "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)  # refuse to write what would not load as data
+    storage.write_bytes(target, buffer.getvalue())
 
 
 def step_checkpoints(run_uri: str) -> list[tuple[int, str]]:
@@ -77,13 +101,19 @@ def prune(run_uri: str, keep: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.random.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as data only (tensors, ints, floats, strings, tuples): safe for ``weights_only`` loading."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {"torch": torch.random.get_rng_state(), "numpy": numpy_state, "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.random.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
