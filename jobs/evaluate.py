@@ -39,6 +39,15 @@ def log_report(report: dict, prefix: str, folder: str) -> None:
         for key, value in headline(report, method).items():
             if math.isfinite(value):
                 metrics[f"{prefix}_{method.replace(' ', '_')}_{key}"] = value
+    diagnostics = report.get("diagnostics", {})
+    for k, row in enumerate(diagnostics.get("component_x_source", [])):  # does a decomposition exist at all?
+        for source, value in zip(diagnostics["sources"], row):
+            if math.isfinite(value):
+                metrics[f"{prefix}_diag_component{k}_{source}_si_sdr"] = value
+    correlation = diagnostics.get("z_correlation", [])
+    for k in range(len(correlation)):
+        for j in range(k + 1, len(correlation)):
+            metrics[f"{prefix}_diag_z_corr_{k}_{j}"] = correlation[k][j]
     mlflow.log_metrics(metrics)
     for name in ("report.md", "report.json", "spectrograms.png"):
         path = storage.join(folder, name)
