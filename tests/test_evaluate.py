@@ -93,4 +93,4 @@ def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_p
     assert [(p["alpha"], p["mode"]) for p in report["alpha_curve"]] == [
         (0.2, "one_pass"), (0.2, "one_pass_residual"), (0.5, "one_pass"), (0.5, "one_pass_residual")]
     text = (out / "report.md").read_text()
-    assert "Decomposition diagnostics" in text and "One-pass alpha*" in text
+    assert "Decomposition diagnostics" in text and "One-pass alpha*" in text and "| 0.2 | one_pass |" in text

@@ -375,13 +375,8 @@ def write_report(report: dict, out: str) -> None:
         *[f"| {name} | {rtf:.4f} |" for name, rtf in report["rtf"].items()], "",
     ]
     if "steps_curve" in report:
-        parts += ["## Sampler steps: real-time factor and SI-SDRi (windowed, fixed, original)\n",
-                  "| steps | RTF | " + " | ".join(f"SI-SDRi {s}" for s in report["sources"]) + " |",
-                  "|" + "---|" * (2 + len(report["sources"]))]
-        for point in report["steps_curve"]:
-            parts.append(f"| {point['steps']} | {point['rtf']:.4f} | " + " | ".join(
-                f"{point['si_sdri'].get(s, float('nan')):.2f}" for s in report["sources"]) + " |")
-        parts.append("")
+        parts += _curve_table("Sampler steps: real-time factor and SI-SDRi (windowed, fixed, original)",
+                              ["steps"], report["steps_curve"], report["sources"])
     if "diagnostics" in report:
         d = report["diagnostics"]
         parts += ["## Decomposition diagnostics\n",
@@ -396,15 +391,22 @@ def write_report(report: dict, out: str) -> None:
                   for k, row in enumerate(d["z_correlation"])]
         parts.append("")
     if "alpha_curve" in report:
-        parts += ["## One-pass alpha*: SI-SDRi (windowed, fixed, original)\n",
-                  "| alpha* | mode | RTF | " + " | ".join(f"SI-SDRi {s}" for s in report["sources"]) + " |",
-                  "|" + "---|" * (3 + len(report["sources"]))]
-        for point in report["alpha_curve"]:
-            parts.append(f"| {point['alpha']:g} | {point['mode']} | {point['rtf']:.4f} | " + " | ".join(
-                f"{point['si_sdri'].get(s, float('nan')):.2f}" for s in report["sources"]) + " |")
-        parts.append("")
+        parts += _curve_table("One-pass alpha*: real-time factor and SI-SDRi (windowed, fixed, original)",
+                              ["alpha", "mode"], report["alpha_curve"], report["sources"])
     parts.append(f"Peak resident memory of the evaluation process: {report['peak_memory_mb']:.0f} MB.\n")
     storage.write_text(storage.join(out, "report.md"), "\n".join(parts))
+
+
+def _curve_table(title: str, keys: list[str], points: list[dict], sources: list[str]) -> list[str]:
+    """Markdown lines of a curve: one row per point, its ``keys`` columns, the RTF, the SI-SDRi per source."""
+    lines = [f"## {title}\n", "| " + " | ".join(keys) + " | RTF | " + " | ".join(f"SI-SDRi {s}" for s in sources)
+             + " |", "|" + "---|" * (len(keys) + 1 + len(sources))]
+    for point in points:
+        lines.append("| " + " | ".join(f"{point[k]:g}" if isinstance(point[k], float) else str(point[k])
+                                       for k in keys)
+                     + f" | {point['rtf']:.4f} | "
+                     + " | ".join(f"{point['si_sdri'].get(s, float('nan')):.2f}" for s in sources) + " |")
+    return lines + [""]
 
 
 def write_examples(out: str, method: MethodOutputs, stem_waves: np.ndarray, mixtures: np.ndarray,
