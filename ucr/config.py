@@ -123,6 +123,10 @@ class ModelConfig:
     embedding_dim: int = 128  # noise-level embedding (sinusoidal + MLP), injected by FiLM
     dropout: float = 0.1
     groupnorm_groups: int = 8
+    # decoder training draws alpha ~ U(0, train_alpha_max); the paper: 1. Below 1 the decoder never sees a nearly
+    # clean input, where copying it is the easy (redundant) answer, so z must carry the decomposition; only the
+    # one-pass separation modes (alpha* <= train_alpha_max) are then in the range it was trained on
+    train_alpha_max: float = 1.0
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
@@ -136,6 +140,7 @@ class ModelConfig:
         _is_int("model.embedding_dim", self.embedding_dim, 8, 4096)
         _in_range("model.dropout", self.dropout, 0.0, 0.9)
         _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
+        _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
         bad = [c for c in self.unet_channels if c % self.groupnorm_groups]
         if bad:
             raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "

@@ -3,7 +3,7 @@
 Training sees mixtures only::
 
     z      = encoders(x)                       x [B, C, T] (normalised mixture latent) -> z [B, K, Cz, T]
-    x_a    = a x + (1 - a) eps                 IADB blend, a ~ U(0, 1)
+    x_a    = a x + (1 - a) eps                 IADB blend, a ~ U(0, 1) (the paper; model.train_alpha_max < 1 narrows it)
     x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
     loss   = |x_hat - x|^2                     x0-prediction
 
@@ -31,8 +31,11 @@ class Decomposer(nn.Module):
     def __init__(self, latent_channels: int, n_components: int, encoder_channels=(256, 512),
                  component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
-                 groupnorm_groups: int = 8, stats: LatentStats | None = None) -> None:
+                 groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0) -> None:
         super().__init__()
+        if not 0.0 < train_alpha_max <= 1.0:
+            raise ValueError(f"train_alpha_max must be in (0, 1], got {train_alpha_max}")
+        self.train_alpha_max = float(train_alpha_max)  # training draws alpha ~ U(0, train_alpha_max); paper: 1
         self.latent_channels = latent_channels
         self.n_components = n_components
         self.time_multiple = 2 ** (len(unet_channels) - 1)
@@ -89,7 +92,7 @@ class Decomposer(nn.Module):
         self._check(mixture)
         x = self.normalize(mixture)
         z = self.components(x)  # [B, K, Cz, T]
-        x_alpha, alpha, _noise = iadb.training_inputs(x, generator)
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
         prediction = self.compose(self.denoise_each(x_alpha, alpha, z))  # [B, C, T]
         return iadb.x0_loss(prediction, x)
 
@@ -110,7 +113,7 @@ class Decomposer(nn.Module):
         x = self.normalize(mixture)
         z = self.components(x)
         targets = self.normalize(sources)  # [B, K, C, T] (normalisation is per channel, broadcast over K)
-        x_alpha, alpha, _noise = iadb.training_inputs(x, generator)
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
         return iadb.x0_loss(self.denoise_each(x_alpha, alpha, z), targets)
 
     def forward(self, mixture: torch.Tensor, sources: torch.Tensor | None = None,
@@ -286,4 +289,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       unet_channels=model_config.unet_channels, blocks_per_level=model_config.blocks_per_level,
                       attention_levels=model_config.attention_levels,
                       attention_heads=model_config.attention_heads, embedding_dim=model_config.embedding_dim,
-                      dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats)
+                      dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
+                      train_alpha_max=model_config.train_alpha_max)
