@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.listeners import describe, is_loopback, listening_sockets, process_tree
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +211,30 @@ def test_killed_worker_costs_at_most_one_checkpoint_interval(stack, tmp_path, sl
     assert replayed <= every, (replayed, every)  # at most the steps since the last checkpoint are redone
     assert sorted(set(logged_steps)) == list(range(log_every, steps + 1, log_every))
     shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+
+
+EMBEDDED_RAY_PROBE = """
+import json, os, sys, time
+sys.path[:0] = [sys.argv[1]]
+import ray  # imported before init_ray on purpose: the pin must work on an already-imported Ray
+from jobs.common import init_ray
+from tests.listeners import listening_sockets, process_tree
+init_ray(num_cpus=1)
+ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
+time.sleep(2)
+print("LISTENERS " + json.dumps(listening_sockets(process_tree(os.getpid()))))
+ray.shutdown()
+"""
+
+
+def test_embedded_ray_listens_on_loopback_only():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    res = subprocess.run([sys.executable, "-c", EMBEDDED_RAY_PROBE, str(ROOT)], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "token auth disabled" in res.stderr  # the log says auth is off
+    line = next(l for l in res.stdout.splitlines() if l.startswith("LISTENERS "))
+    found = [tuple(f) for f in json.loads(line[len("LISTENERS "):])]
+    assert len(found) >= 6, describe(found)  # GCS, raylet, dashboard, agents, worker: the probe saw them
+    off = [text for (pid, ip, port), text in zip(found, describe(found)) if not is_loopback(ip)]
+    assert not off, f"embedded Ray listening off loopback: {off}"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.listeners import describe, is_loopback, listening_sockets
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +144,11 @@ def test_up_answers_then_down_stops_only_its_own(tmp_path, bystander):
             assert state["services"][name]["pid"] in pids, name
             ours |= pids
         assert len(mod.marked_pids(state["stack_id"], "ray")) >= 4  # gcs, raylet, dashboard, ... all marked
+        # every listener of every process of the stack (Ray's GCS, raylet, workers, agents, metrics; MLflow; S3)
+        found = listening_sockets(mod.marked_pids(state["stack_id"]))
+        assert len(found) >= 8, describe(found)
+        off = [line for (pid, ip, port), line in zip(found, describe(found)) if not is_loopback(ip)]
+        assert not off, f"listening off loopback: {off}"
         assert bystander.pid not in ours
     finally:
         res = _stack("down", "--purge", directory=directory, timeout=90)

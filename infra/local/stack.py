@@ -373,7 +373,10 @@ class Stack:
         digest = hashlib.sha1(str(self.dir).encode()).hexdigest()[:10]
         temp_dir = short_temp_root() / f"ucr-ray-{digest}"
         env = dict(extra_env)
-        env.update(RAY_AUTH_MODE=auth, RAY_USAGE_STATS_ENABLED="0")
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's single-machine mode: without it Ray resolves 127.0.0.1 to
+        # the machine's network address and GCS, raylet, workers and agents listen off loopback despite
+        # --node-ip-address (measured; the same setting as jobs/common.py's LOOPBACK_RAY_ENV)
+        env.update(RAY_AUTH_MODE=auth, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         # `down` sends SIGTERM to `ray start --block`, which drains the node first (30 s by default); a dev head
         # has no traffic to hand over.
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S",
