@@ -94,8 +94,12 @@ class APIKeyMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":  # lifespan (and websocket, which the app has none of) carry no request
+            return await self.app(scope, receive, send)
         runtime = _runtime(scope)
-        if runtime is None or runtime.api_key is None:
+        if runtime is None:  # never skip the check: without its settings the ingress cannot tell who may pass
+            return await _send_json(send, 503, "the service is not configured yet; retry shortly")
+        if runtime.api_key is None:
             return await self.app(scope, receive, send)
         path = _route_path(scope)
         if path in PUBLIC_PATHS or (runtime.settings.public_docs and path in DOCS_PATHS):
@@ -119,9 +123,11 @@ class UploadLimitMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        runtime = _runtime(scope)
-        if runtime is None:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        runtime = _runtime(scope)
+        if runtime is None:  # fail closed, as APIKeyMiddleware does
+            return await _send_json(send, 503, "the service is not configured yet; retry shortly")
         limit = runtime.settings.max_upload_bytes
         message = (f"the upload is larger than this service's limit of {runtime.settings.max_upload_mb:g} MB; "
                    f"send a shorter excerpt or a compressed file (FLAC, Ogg)")
@@ -265,6 +271,10 @@ def _decode_upload(data: bytes, filename: str, content_type: str, settings: HTTP
     except (sf.LibsndfileError, RuntimeError) as err:
         raise HTTPException(400, f"{filename!r} could not be read as {kind} ({err}); check the file or re-export "
                                  f"it") from None
+    try:
+        audio.check_format(int(header.samplerate), int(header.channels), repr(filename))
+    except audio.AudioError as err:
+        raise HTTPException(400, str(err)) from None
     if header.samplerate > 0 and header.frames > 0:
         seconds = header.frames / header.samplerate
         if seconds > settings.max_seconds:

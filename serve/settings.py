@@ -94,14 +94,32 @@ class HTTPSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     def resolved_api_key(self) -> str | None:
-        if self.api_key:
+        """The key from the settings, else ``UCR_API_KEY``, else the file ``UCR_API_KEY_FILE`` names; ``None``
+        (no authentication) only when none of them is set at all. Fails closed: a key that is set but empty (an
+        empty variable, an empty or unreadable file) raises instead of silently turning authentication off."""
+        if self.api_key is not None:
+            if not self.api_key.strip():
+                raise ValueError("the API key given in the settings is empty; give a non-empty key, or none at all "
+                                 "to run without authentication")
             return self.api_key
-        key = os.environ.get("UCR_API_KEY", "")
-        path = os.environ.get("UCR_API_KEY_FILE", "")
-        if not key and path:
-            with open(path, encoding="utf-8") as handle:
-                key = handle.read().strip()
-        return key or None
+        if "UCR_API_KEY" in os.environ:
+            key = os.environ["UCR_API_KEY"].strip()
+            if not key:
+                raise ValueError("UCR_API_KEY is set but empty; set it to the key, or unset it to run without "
+                                 "authentication")
+            return key
+        path = os.environ.get("UCR_API_KEY_FILE")
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    key = handle.read().strip()
+            except OSError as err:
+                raise ValueError(f"UCR_API_KEY_FILE={path!r} cannot be read ({err.strerror})") from None
+            if not key:
+                raise ValueError(f"UCR_API_KEY_FILE={path!r} is empty; write the key into it, or unset the "
+                                 f"variable to run without authentication")
+            return key
+        return None
 
 
 def _env_default(name: str, fallback: Any) -> Any:
@@ -144,5 +162,5 @@ class AppArgs:
                              batch_wait_timeout_s=self.batch_wait_timeout_s, reload=self.reload)
 
     def http_settings(self) -> HTTPSettings:
-        return HTTPSettings(api_key=self.api_key or None, max_upload_mb=self.max_upload_mb,
+        return HTTPSettings(api_key=self.api_key, max_upload_mb=self.max_upload_mb,
                             max_seconds=self.max_seconds, public_docs=self.public_docs)

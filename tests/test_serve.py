@@ -294,6 +294,49 @@ def test_settings_take_cli_strings_and_name_unknown_keys(monkeypatch, tmp_path):
     monkeypatch.setenv("UCR_API_KEY", "from-env")
     assert HTTPSettings().resolved_api_key() == "from-env"
     assert HTTPSettings(api_key="explicit").resolved_api_key() == "explicit"
+    # fail closed: a key that is set but empty never turns authentication off
+    monkeypatch.setenv("UCR_API_KEY", "")
+    with pytest.raises(ValueError, match="UCR_API_KEY is set but empty"):
+        HTTPSettings().resolved_api_key()
+    monkeypatch.delenv("UCR_API_KEY")
+    (tmp_path / "key").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        HTTPSettings().resolved_api_key()
+    monkeypatch.setenv("UCR_API_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="cannot be read"):
+        HTTPSettings().resolved_api_key()
+    with pytest.raises(ValueError, match="empty"):
+        HTTPSettings(api_key=" ").resolved_api_key()
+    with pytest.raises(ValueError, match="empty"):
+        AppArgs(api_key="").http_settings().resolved_api_key()
+
+
+def test_middlewares_fail_closed_without_their_settings():
+    """A request that reaches the app before (or without) its runtime settings is refused, never let through."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from serve.app import APIKeyMiddleware, UploadLimitMiddleware
+
+    reached = []
+
+    async def inner(scope, receive, send):
+        reached.append(scope["path"])
+
+    for middleware in (APIKeyMiddleware, UploadLimitMiddleware):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "path": "/separate", "method": "POST", "headers": [],
+                 "app": SimpleNamespace(state=SimpleNamespace())}  # no runtime on the app's state
+        asyncio.run(middleware(inner)(scope, receive, send))
+        assert not reached, f"{middleware.__name__} let a request through without its settings"
+        assert sent[0]["status"] == 503, sent
 
 
 def test_model_references():
@@ -399,7 +442,24 @@ def _non_finite() -> bytes:
     return buffer.getvalue()
 
 
+def _huge() -> bytes:
+    """A float WAV of finite but absurd samples (1e30): not audio."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(SR // 2, 1e30, dtype=np.float32), SR, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def _format_bomb(rate: int, channels: int) -> bytes:
+    """A tiny constant FLAC whose header declares a rate or channel count no recording has."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full((2000, channels), 0.25, dtype=np.float32), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
 BAD_UPLOADS = {  # name: (filename, bytes, params, status, words the message must contain)
+    "huge samples": ("mix.wav", _huge(), {}, 400, "not audio"),
+    "sample rate bomb": ("mix.wav", _format_bomb(655_350, 1), {}, 400, "655350 Hz"),
+    "channel bomb": ("mix.wav", _format_bomb(SR, 9), {}, 400, "9 channels"),
     "too big": ("mix.wav", b"RIFF" + bytes(1_200_000), {}, 413, "1 MB"),
     "too long": ("mix.wav", audio_file(12, rate=8000, subtype="PCM_16"), {}, 413, "at most 10 s"),
     "mp3": ("mix.mp3", b"ID3\x03" + bytes(2000), {}, 415, ".mp3"),

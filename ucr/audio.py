@@ -86,6 +86,7 @@ def decode_bytes(data: bytes, name: str = "upload", sample_rate: int | None = No
         with sf.SoundFile(io.BytesIO(data)) as handle:
             declared = handle.frames
             rate = int(handle.samplerate)
+            check_format(rate, int(handle.channels), name)
             wave = handle.read(dtype="float32", always_2d=True).T
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{name}: not a readable audio file ({err})") from None
@@ -127,10 +128,33 @@ def write(uri: str, wave: np.ndarray, sample_rate: int) -> None:
     storage.write_bytes(uri, encode_bytes(wave, sample_rate, format=format))
 
 
+# Bounds on what is decoded at all: beyond them a file is not music audio, and decoding it would cost memory for
+# nothing (a 343 KB constant FLAC declaring 8 channels at 655 kHz decodes to gigabytes).
+MAX_SAMPLE_RATE = 192_000  # Hz
+MAX_CHANNELS = 8
+# Float files may exceed full scale a little (headroom); samples this far above it are not audio, and the model's
+# arithmetic overflows on them (1e30 gave all-NaN components).
+MAX_ABS_SAMPLE = 1e3
+
+
+def check_format(sample_rate: int, channels: int, name: str = "audio") -> None:
+    """Refuse sample rates and channel counts no music recording has (checked from the header, before decoding)."""
+    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: sample rate {sample_rate} Hz is outside 1 .. {MAX_SAMPLE_RATE} Hz; "
+                         f"resample the file (e.g. to 44.1 or 48 kHz)")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: {channels} channels; at most {MAX_CHANNELS} are accepted: downmix the file first")
+
+
 def check_finite(wave: np.ndarray, name: str = "audio") -> None:
+    """Samples must be finite and of audio magnitude (|x| <= MAX_ABS_SAMPLE; full scale is 1)."""
     if not np.isfinite(wave).all():
         bad = int((~np.isfinite(wave)).sum())
         raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite")
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(f"{name}: peak sample magnitude {peak:.3g} is not audio (full scale is 1, at most "
+                         f"{MAX_ABS_SAMPLE:g} is accepted); normalise the file")
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
