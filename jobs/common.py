@@ -98,6 +98,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     if target:
         # inside `ray job submit` the job's own runtime env (e.g. --runtime-env-json) is merged with ours
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
+        if target.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+            pin_ray_to_loopback()  # else the driver resolves 127.0.0.1 to the network IP the head does not listen on
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
         return ray
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

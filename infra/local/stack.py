@@ -268,7 +268,9 @@ class Stack:
         if "ray" in services:
             r = services["ray"]
             env.update(RAY_ADDRESS=r["gcs_address"], RAY_API_SERVER_ADDRESS=r["dashboard_url"],
-                       RAY_DASHBOARD=r["dashboard_url"], RAY_AUTH_MODE=r["auth_mode"])
+                       RAY_DASHBOARD=r["dashboard_url"], RAY_AUTH_MODE=r["auth_mode"],
+                       # a driver connecting to this loopback-only head must not resolve 127.0.0.1 to the network IP
+                       RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
             if r["auth_mode"] == "token":
                 env["RAY_AUTH_TOKEN_PATH"] = r["token_path"]
         if "mlflow" in services:
