@@ -177,9 +177,7 @@ def test_killed_worker_costs_at_most_one_checkpoint_interval(stack, tmp_path, sl
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     run_id = mlflow.MlflowClient().create_run(common.mlflow_experiment("kill-test")).info.run_id
-    from jobs.common import pin_ray_to_loopback
-
-    pin_ray_to_loopback()  # the stack's head listens on loopback only
+    common.pin_ray_to_loopback()  # the stack's head listens on loopback only
     ray.init(address=stack["RAY_ADDRESS"], runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
         trainer = train.make_torch_trainer("decomposer", config, cache, str(tmp_path / "run"),

@@ -125,6 +125,9 @@ def start_ray(num_cpus: int = 4) -> tuple[dict, str]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import ray
 
+    from jobs.common import pin_ray_to_loopback
+
+    pin_ray_to_loopback()  # every listener on 127.0.0.1, as the project's embedded Ray
     port = free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
              configure_logging=False, log_to_driver=False)
