@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ucr.config import load_config
-from ucr.decomposer import build_decomposer, coherence_with_mixture, replace_with_residual
+from ucr.decomposer import build_decomposer, coherence_with_mixture, component_correlation, replace_with_residual
 from ucr.diffusion import iadb
 from ucr.evaluate import z_correlation
 
@@ -125,3 +125,48 @@ def test_train_alpha_max_bounds_the_training_draws():
         load_config("smoke", {"model.train_alpha_max": 0.0})
     with pytest.raises(ValueError, match="train_alpha_max"):
         load_config("smoke", {"model.train_alpha_max": 1.2})
+
+
+def test_component_correlation_against_closed_forms():
+    t = torch.linspace(0, 6.28, 64)
+    base = torch.sin(t)
+    other = torch.cos(t * 2)  # centred and orthogonal to base over whole periods
+    other = other - other.mean()
+    base = base - base.mean()
+    other = other * base.norm() / other.norm()  # equal norms: corr(base, base + other) = 1 / sqrt(2)
+    z = torch.stack([torch.stack([base, 3 * base + 1]),  # affine copy: r = 1
+                     torch.stack([base, -base]),  # r = -1 -> squared 1
+                     torch.stack([base, other]),  # r = 0
+                     torch.stack([base, base + other])])[:, :, None]  # [4, 2, 1, 64]
+    got = component_correlation(z)
+    torch.testing.assert_close(got, torch.tensor([1.0, 1.0, 0.0, 0.5]), atol=2e-3, rtol=0)
+    assert torch.equal(component_correlation(torch.randn(3, 1, 2, 16)), torch.zeros(3))  # K = 1: nothing to penalise
+    # K = 3: the mean over the three pairs (r = 1 for the copy pair, 0 for the two pairs with the orthogonal one)
+    three = torch.stack([base, 2 * base, other])[None, :, None]
+    torch.testing.assert_close(component_correlation(three), torch.tensor([1 / 3]), atol=2e-3, rtol=0)
+
+
+def test_z_decorrelation_adds_the_weighted_penalty_to_the_loss():
+    mixture = torch.randn(2, 8, 16)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
+    penalised = build_decomposer(load_config("smoke", {"model.z_decorrelation": 2.0}).model, latent_channels=8)
+    penalised.load_state_dict(paper.state_dict())
+    paper.eval(), penalised.eval()  # no dropout: the two losses differ by the penalty only
+    base = paper.loss(mixture, torch.Generator().manual_seed(3))
+    with_penalty = penalised.loss(mixture, torch.Generator().manual_seed(3))
+    expected = 2.0 * component_correlation(paper.components(paper.normalize(mixture)))
+    assert expected.min() > 0
+    torch.testing.assert_close(with_penalty - base, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="z_decorrelation"):
+        load_config("smoke", {"model.z_decorrelation": -1.0})
+
+
+def test_ablation_variants_keep_list_values_whole():
+    from tests.benchmarks.ablate import parse_variant
+
+    name, overrides = parse_variant("small:model.unet_channels=[64,128],model.attention_levels=[1],train.lr=1e-3")
+    assert name == "small"
+    assert overrides == ["model.unet_channels=[64,128]", "model.attention_levels=[1]", "train.lr=1e-3"]
+    config = load_config("demo", overrides)
+    assert config.model.unet_channels == (64, 128) and config.model.attention_levels == (1,)
+    assert parse_variant("paper:") == ("paper", [])

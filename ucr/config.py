@@ -127,6 +127,9 @@ class ModelConfig:
     # clean input, where copying it is the easy (redundant) answer, so z must carry the decomposition; only the
     # one-pass separation modes (alpha* <= train_alpha_max) are then in the range it was trained on
     train_alpha_max: float = 1.0
+    # weight of a penalty on the squared correlation between the component latents z_k (ours; the paper: 0). A
+    # symmetric, redundant decomposition (every z_k the same code) is free under the paper's loss; this makes it cost
+    z_decorrelation: float = 0.0
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
@@ -141,6 +144,7 @@ class ModelConfig:
         _in_range("model.dropout", self.dropout, 0.0, 0.9)
         _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
         _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
+        _in_range("model.z_decorrelation", self.z_decorrelation, 0.0, 100.0)
         bad = [c for c in self.unet_channels if c % self.groupnorm_groups]
         if bad:
             raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "

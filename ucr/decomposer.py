@@ -6,6 +6,7 @@ Training sees mixtures only::
     x_a    = a x + (1 - a) eps                 IADB blend, a ~ U(0, 1) (the paper; model.train_alpha_max < 1 narrows it)
     x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
     loss   = |x_hat - x|^2                     x0-prediction
+             (+ lambda * mean_{k<j} corr(z_k, z_j)^2 when model.z_decorrelation = lambda > 0; ours, not the paper's)
 
 Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
 component k's latent. With the paper's mean mixing (mixture = mean of the sources), component k estimates a source at
@@ -27,14 +28,33 @@ from ucr.nn.encoders import ComponentEncoders
 from ucr.nn.unet1d import UNet1d
 
 
+def component_correlation(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Redundancy of the component latents, per example: the mean over pairs k < j of the squared Pearson
+    correlation between z_k and z_j (each flattened over channels and frames). ``z [B, K, Cz, T]`` -> ``[B]`` in
+    [0, 1]; 0 for K = 1. Differentiable (the decorrelation penalty of :meth:`Decomposer.loss`)."""
+    B, K = z.shape[:2]
+    if K < 2:
+        return z.new_zeros(B)
+    flat = z.reshape(B, K, -1)
+    centred = flat - flat.mean(dim=-1, keepdim=True)
+    unit = centred / (centred.norm(dim=-1, keepdim=True) + eps)  # [B, K, N]
+    corr = unit @ unit.transpose(1, 2)  # [B, K, K]
+    upper = torch.triu(torch.ones(K, K, dtype=torch.bool, device=z.device), diagonal=1)
+    return corr[:, upper].pow(2).mean(dim=-1)
+
+
 class Decomposer(nn.Module):
     def __init__(self, latent_channels: int, n_components: int, encoder_channels=(256, 512),
                  component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
-                 groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0) -> None:
+                 groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
+                 z_decorrelation: float = 0.0) -> None:
         super().__init__()
         if not 0.0 < train_alpha_max <= 1.0:
             raise ValueError(f"train_alpha_max must be in (0, 1], got {train_alpha_max}")
+        if z_decorrelation < 0.0:
+            raise ValueError(f"z_decorrelation must be >= 0, got {z_decorrelation}")
+        self.z_decorrelation = float(z_decorrelation)  # weight of the z_k correlation penalty in loss(); paper: 0
         self.train_alpha_max = float(train_alpha_max)  # training draws alpha ~ U(0, train_alpha_max); paper: 1
         self.latent_channels = latent_channels
         self.n_components = n_components
@@ -94,7 +114,10 @@ class Decomposer(nn.Module):
         z = self.components(x)  # [B, K, Cz, T]
         x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
         prediction = self.compose(self.denoise_each(x_alpha, alpha, z))  # [B, C, T]
-        return iadb.x0_loss(prediction, x)
+        loss = iadb.x0_loss(prediction, x)
+        if self.z_decorrelation > 0.0:
+            loss = loss + self.z_decorrelation * component_correlation(z)
+        return loss
 
     def supervised_loss(self, mixture: torch.Tensor, sources: torch.Tensor,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -290,4 +313,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       attention_levels=model_config.attention_levels,
                       attention_heads=model_config.attention_heads, embedding_dim=model_config.embedding_dim,
                       dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
-                      train_alpha_max=model_config.train_alpha_max)
+                      train_alpha_max=model_config.train_alpha_max,
+                      z_decorrelation=model_config.z_decorrelation)

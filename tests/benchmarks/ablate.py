@@ -8,7 +8,8 @@ every seed in ``--seeds``. Scores: windowed SI-SDRi, fixed matching, original st
 Run (one core, in the background, as a research job):
   OMP_NUM_THREADS=1 nice .venv/bin/python tests/benchmarks/ablate.py --preset demo --data runs/db120_lat \\
       --variant paper: --variant cz2:model.component_channels=2 --seeds 0,1 --steps 800 --out runs/ablate
-A variant is NAME:KEY=VALUE,KEY=VALUE (nothing after the colon = the preset as is).
+A variant is NAME:KEY=VALUE,KEY=VALUE (nothing after the colon = the preset as is); list values keep their commas,
+e.g. small:model.unet_channels=[64,128],model.attention_levels=[1].
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 
 
@@ -23,7 +25,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition(":")
     if not name:
         raise SystemExit(f"--variant {text!r}: give NAME:KEY=VALUE,... (e.g. cz2:model.component_channels=2)")
-    return name, [o for o in rest.split(",") if o]
+    # a comma starts a new override only where KEY= follows, so list values stay whole: unet_channels=[64,128]
+    return name, [o for o in re.split(r",(?=[A-Za-z_]+\.[A-Za-z_.]+=)", rest) if o]
 
 
 def main() -> None:
