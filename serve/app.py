@@ -16,6 +16,7 @@ Status codes: 400 unusable file content, 401 API key, 409 the model cannot do th
 too long, 415 unsupported file type, 422 bad parameters, 503 overloaded. See serve/README.md.
 """
 
+import asyncio
 import dataclasses
 import hmac
 import io
@@ -117,7 +118,9 @@ class APIKeyMiddleware:
 
 class UploadLimitMiddleware:
     """413 for request bodies over the limit: at once from Content-Length, or as soon as a streamed body passes it
-    (whatever the app was about to answer is dropped), so an oversized upload is never spooled in full."""
+    (whatever the app was about to answer is dropped), so an oversized upload is never spooled in full. 408 for a
+    body that stalls (nothing for ``body_idle_timeout_s``) or trickles (unfinished after ``body_timeout_s``), so that
+    slow senders cannot hold the ingress's ongoing-request slots."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -134,24 +137,37 @@ class UploadLimitMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return await _send_json(send, 413, message)
+        idle, total = runtime.settings.body_idle_timeout_s, runtime.settings.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + total
         received = 0
-        exceeded = False
+        refused: tuple[int, str] | None = None  # the answer that replaces the app's, once the body is refused
         started = False
+        body_done = False
 
         async def limited_receive():
-            nonlocal received, exceeded
-            event = await receive()
+            nonlocal received, refused, body_done
+            if body_done:  # after the body: only the disconnect remains, which may take any time
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                event = await asyncio.wait_for(receive(), timeout=max(0.0, min(idle, left)))
+            except asyncio.TimeoutError:
+                stalled = left > idle
+                refused = (408, f"the upload {'stalled: no data for ' if stalled else 'was not complete after '}"
+                                f"{idle if stalled else total:g} s; send the file in one go, or a shorter one")
+                raise HTTPException(*refused) from None
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
+                body_done = not event.get("more_body", False)
                 if received > limit:
-                    exceeded = True
+                    refused = (413, message)
                     raise HTTPException(413, message)
             return event
 
         async def guarded_send(event):
             nonlocal started
-            if exceeded:
-                return  # the app's answer to a truncated body is replaced by the 413 below
+            if refused is not None:
+                return  # the app's answer to a truncated body is replaced by the refusal below
             if event["type"] == "http.response.start":
                 started = True
             await send(event)
@@ -159,10 +175,10 @@ class UploadLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if refused is None:
                 raise
-        if exceeded and not started:
-            await _send_json(send, 413, message)
+        if refused is not None and not started:
+            await _send_json(send, *refused)
 
 
 # ------------------------------------------------------------------------------------------------ HTTP: schema

@@ -82,10 +82,21 @@ class HTTPSettings:
     max_upload_mb: float = 25.0  # request body limit (413 above it)
     max_seconds: float = 60.0  # longest upload, and most generated audio per request (count x seconds)
     public_docs: bool = False  # serve /docs and /openapi.json without the API key
+    # a request body that stalls (no bytes for body_idle_timeout_s) or trickles (not complete after
+    # body_timeout_s) is answered 408 and its slot freed: slow senders cannot hold every ongoing-request slot
+    body_idle_timeout_s: float = 15.0
+    body_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not self.max_upload_mb > 0:
             raise ValueError(f"max_upload_mb must be positive, got {self.max_upload_mb!r}")
+        for name in ("body_idle_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise ValueError(f"{name} must be in (0, 3600] seconds, got {value!r}")
+        if self.body_idle_timeout_s > self.body_timeout_s:
+            raise ValueError(f"body_idle_timeout_s ({self.body_idle_timeout_s}) must not exceed body_timeout_s "
+                             f"({self.body_timeout_s})")
         if not MIN_SECONDS <= self.max_seconds <= 3600:
             raise ValueError(f"max_seconds must be in [{MIN_SECONDS}, 3600], got {self.max_seconds!r}")
 
@@ -143,6 +154,8 @@ class AppArgs:
     max_upload_mb: float = 25.0
     max_seconds: float = 60.0
     public_docs: bool = False
+    body_idle_timeout_s: float = 15.0  # 408 when an upload sends nothing for this long
+    body_timeout_s: float = 120.0  # 408 when an upload is not complete after this long
     model_replicas: int = 1
     model_num_cpus: float = 1.0
     model_max_ongoing_requests: int = 8  # requests a model replica works on or holds in its batch queue
@@ -163,4 +176,5 @@ class AppArgs:
 
     def http_settings(self) -> HTTPSettings:
         return HTTPSettings(api_key=self.api_key, max_upload_mb=self.max_upload_mb,
-                            max_seconds=self.max_seconds, public_docs=self.public_docs)
+                            max_seconds=self.max_seconds, public_docs=self.public_docs,
+                            body_idle_timeout_s=self.body_idle_timeout_s, body_timeout_s=self.body_timeout_s)

@@ -697,3 +697,16 @@ def test_stack_never_signals_an_unmarked_process():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_ingress_waits_as_long_as_serve_does():
+    """The edge proxy must not cut off a separation that Serve still allows (it did at 300 s against 600 s)."""
+    serve_config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    ingress = _manifest("ingress-serve.yaml")
+    notes = ingress["metadata"]["annotations"]
+    allowed = serve_config["http_options"]["request_timeout_s"]
+    for key in ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"):
+        assert int(notes[key]) == allowed, key
+    # the HTTP side's upload timeouts are in the config and fit within the request timeout
+    args = serve_config["applications"][0]["args"]
+    assert 0 < args["body_idle_timeout_s"] <= args["body_timeout_s"] < allowed

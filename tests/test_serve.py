@@ -191,7 +191,8 @@ def config_for_tests(port: int, tracking_uri: str, models: dict) -> dict:
     config = yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text())
     config["http_options"]["port"] = port
     (app,) = config["applications"]
-    app["args"].update({"api_key": API_KEY, "max_upload_mb": 1, "max_seconds": 10})
+    app["args"].update({"api_key": API_KEY, "max_upload_mb": 1, "max_seconds": 10, "body_idle_timeout_s": 2,
+                        "body_timeout_s": 4})
     deployments = {d["name"]: d for d in app["deployments"]}
     for deployment in deployments.values():
         deployment.pop("autoscaling_config")
@@ -515,6 +516,45 @@ def test_streamed_upload_over_the_limit_is_cut_off_with_413(service):
     assert response.status_code == 413 and "1 MB" in response.json()["detail"]
 
 
+def test_slow_senders_get_408_and_free_their_slots(service):
+    """Slowloris: connections that send headers and part of a body, then nothing (or a trickle). Each is answered
+    408 within the configured timeouts (2 s idle, 4 s in all here) and the service keeps answering others."""
+    import socket
+    from urllib.parse import urlparse
+
+    import requests
+
+    address = urlparse(service.url)
+    request = (f"POST /separate HTTP/1.1\r\nHost: {address.hostname}\r\nX-API-Key: {API_KEY}\r\n"
+               f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n").encode()
+    started = time.monotonic()
+    slow = []
+    for _ in range(12):
+        sock = socket.create_connection((address.hostname, address.port), timeout=30)
+        sock.sendall(request)
+        slow.append(sock)
+    trickler = slow[0]
+    statuses = []
+    try:
+        assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200  # others still served
+        for sock in slow[1:]:
+            statuses.append(sock.recv(4096).split(b"\r\n", 1)[0])
+        for _ in range(8):  # well within the idle timeout each time, but never finishing
+            try:
+                trickler.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.5)
+        statuses.append(trickler.recv(4096).split(b"\r\n", 1)[0])
+    finally:
+        for sock in slow:
+            sock.close()
+    took = time.monotonic() - started
+    assert all(b" 408 " in line for line in statuses), statuses
+    assert took < 20, f"slow senders were held {took:.0f} s"
+    assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+
+
 BAD_REQUESTS = {  # name: (path, json body or None, params, status, words)
     "generate seconds 0": ("/generate", {"seconds": 0}, {}, 422, "seconds"),
     "generate count 9": ("/generate", {"count": 9}, {}, 422, "count"),
@@ -677,3 +717,60 @@ def test_reconfigure_to_a_new_version_under_load_drops_nothing(service):
         time.sleep(0.2)
     assert info["version"] == "2" and "missing" in info["reload_error"]
     assert post_separate(service.url, audio_file(0.5), steps=2).headers["X-UCR-Model-Version"] == "2"
+
+
+def test_slow_uploads_get_408_within_their_timeouts():
+    """A body that stalls or trickles is refused in bounded time (it held an ingress slot for as long as the sender
+    liked), and a body that arrives in time still reaches the app."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from serve.app import UploadLimitMiddleware
+    from serve.settings import HTTPSettings
+
+    async def app(scope, receive, send):  # reads the whole body, then answers 200 with its length
+        size = 0
+        while True:
+            event = await receive()
+            size += len(event.get("body", b""))
+            if not event.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    def call(chunks, gap_s):
+        async def run():
+            queue = list(chunks)
+            sent = []
+
+            async def receive():
+                if not queue:
+                    await asyncio.sleep(3600)  # a stalled sender
+                await asyncio.sleep(gap_s)
+                body = queue.pop(0)
+                return {"type": "http.request", "body": body, "more_body": bool(queue) or body == b"partial"}
+
+            async def send(message):
+                sent.append(message)
+
+            settings = HTTPSettings(api_key="k", body_idle_timeout_s=0.3, body_timeout_s=0.8)
+            scope = {"type": "http", "path": "/separate", "method": "POST", "headers": [],
+                     "app": SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(settings=settings)))}
+            await UploadLimitMiddleware(app)(scope, receive, send)
+            return sent
+        started = time.monotonic()
+        sent = asyncio.run(run())
+        return sent[0]["status"], json.loads(sent[1]["body"]) if sent[0]["status"] != 200 else sent[1]["body"], \
+            time.monotonic() - started
+
+    status, body, took = call([b"partial"], gap_s=0.0)  # one chunk, then silence
+    assert status == 408 and "stalled" in body["detail"] and took < 3, (status, body, took)
+    status, body, took = call([b"x"] * 40, gap_s=0.1)  # each chunk in time, the whole too slow
+    assert status == 408 and "not complete after 0.8 s" in body["detail"] and took < 3, (status, body, took)
+    status, body, _ = call([b"ab", b"cd"], gap_s=0.05)
+    assert (status, body) == (200, b"4")
+    with pytest.raises(ValueError, match="body_idle_timeout_s"):
+        HTTPSettings(api_key="k", body_idle_timeout_s=200.0, body_timeout_s=100.0)
+    with pytest.raises(ValueError, match="body_timeout_s"):
+        HTTPSettings(api_key="k", body_timeout_s=0)
