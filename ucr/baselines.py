@@ -6,6 +6,8 @@ Axis letters: K output components, S reference sources, L samples, F frequency b
 * :func:`nmf_separate` — blind NMF with K components on the magnitude STFT, soft masks (the classic blind baseline).
 * :func:`nmf_clustered_separate` — the usual stronger blind variant: many NMF bases grouped into K clusters.
 * :func:`ideal_ratio_mask` — the oracle ideal ratio mask (the ceiling for masking methods).
+* :func:`wiener_post_filter` — the same soft masks built from *estimated* components: a signal-domain post-filter
+  for any separator's output (the standard last step in music source separation).
 
 All STFTs are ``scipy.signal.stft`` / ``istft`` with a Hann window of ``n_fft`` samples and ``hop`` samples between
 frames; outputs are trimmed or zero-padded back to the input length ``L``. Masks always sum to one in every bin, so
@@ -197,12 +199,49 @@ def ideal_ratio_mask(
     Mask ``j`` is ``|S_j|^p / Σ_i |S_i|^p`` (``p = power``; 2 is the Wiener-like power ratio, 1 the magnitude ratio),
     uniform ``1 / S`` in bins where every source is silent, applied to the complex mixture STFT, then iSTFT.
     """
+    return _power_ratio_masking(mixture, sources, sample_rate, n_fft, hop, power, "sources")
+
+
+def wiener_post_filter(
+    mixture: np.ndarray,
+    components: np.ndarray,
+    sample_rate: int,
+    n_fft: int = 2048,
+    hop: int = 512,
+    power: float = 2.0,
+) -> np.ndarray:
+    """Signal-domain Wiener post-filter: ``mixture [L]``, estimated ``components [K, L]`` -> filtered ``[K, L]``.
+
+    Each output is the mixture's STFT under the soft mask ``|C_k|^p / Σ_j |C_j|^p`` of the estimates (one
+    iteration; ``p = 2``: power ratio), so phase and fine detail come from the mixture and only the estimates'
+    time-frequency energy is trusted. Outputs are scaled by ``K`` so that their **mean** equals the mixture, the
+    project's composition convention (mean mixing; see :mod:`ucr.decomposer`).
+    """
+    components = np.atleast_2d(np.asarray(components))
+    return components.shape[0] * _power_ratio_masking(mixture, components, sample_rate, n_fft, hop, power,
+                                                      "components")
+
+
+def post_filter(name: str, mixture: np.ndarray, components: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The separation's post-filter by name (``diffusion.post_filter``, :data:`ucr.config.POST_FILTERS`):
+    ``mixture [L]``, ``components [K, L]`` -> ``[K, L]``; ``"none"`` returns the components unchanged."""
+    if name == "none":
+        return components
+    if name == "wiener":
+        return wiener_post_filter(mixture, components, sample_rate).astype(np.asarray(components).dtype)
+    raise ValueError(f"unknown post-filter {name!r}; choose one of: none, wiener")
+
+
+def _power_ratio_masking(mixture: np.ndarray, estimates: np.ndarray, sample_rate: int, n_fft: int, hop: int,
+                         power: float, what: str) -> np.ndarray:
+    """Masks ``|E_k|^p / Σ|E_j|^p`` from ``estimates [K, L]`` on the STFT of ``mixture [L]`` -> ``[K, L]`` (masks
+    sum to one in every bin; uniform where every estimate is silent)."""
     mixture = np.asarray(mixture)
     dtype = _out_dtype(mixture)
     x = mixture.astype(np.float64).reshape(-1)
-    sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
-    if sources.shape[-1] != x.shape[0]:
-        raise ValueError(f"sources {sources.shape} and mixture {x.shape} differ in length")
-    weights = np.abs(_stft(sources, sample_rate, n_fft, hop)) ** power
+    estimates = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
+    if estimates.shape[-1] != x.shape[0]:
+        raise ValueError(f"{what} {estimates.shape} and mixture {x.shape} differ in length")
+    weights = np.abs(_stft(estimates, sample_rate, n_fft, hop)) ** power
     spec = _stft(x, sample_rate, n_fft, hop)
     return _masks_to_waves(spec, weights, sample_rate, n_fft, hop, x.shape[0]).astype(dtype)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Sequence
 
-from ucr.config import SEPARATION_MODES
+from ucr.config import POST_FILTERS, SEPARATION_MODES
 
 
 def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "demo") -> None:
@@ -218,7 +218,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
     wave, rate = audio.read(args.input, mono=False)
-    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode)
+    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode,
+                               post_filter=args.post_filter)
     stem = args.input.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     for k, component in enumerate(result.components):
         uri = storage.join(args.out, f"{stem}_component{k}.wav")
@@ -237,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
+                          post_filter=args.post_filter,
                           curve_chunks=args.curve_chunks,
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
                           else ())
@@ -395,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mode", choices=list(SEPARATION_MODES),
                           help="independent (the paper), mixture_consistent, one_pass or one_pass_residual "
                                "(default: the model's diffusion.separation)")
+    separate.add_argument("--post-filter", choices=list(POST_FILTERS),
+                          help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
+                               "the mixture's STFT); default: the model's diffusion.post_filter")
     separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     separate.set_defaults(handler=cmd_separate)
 
@@ -413,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--alpha", type=float, help="one-pass blend level alpha* (default: the model's "
                                                       "diffusion.one_pass_alpha)")
     evaluate.add_argument("--draws", type=int, help="one-pass noise draws (default: diffusion.one_pass_draws)")
+    evaluate.add_argument("--post-filter", choices=list(POST_FILTERS),
+                          help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
+                               "the mixture's STFT); default: the model's diffusion.post_filter")
     evaluate.add_argument("--alpha-curve", help="comma-separated alpha* values at which to also score the one-pass "
                                                 "modes, e.g. 0.1,0.3,0.6")
     evaluate.add_argument("--curve-chunks", type=int, default=16,

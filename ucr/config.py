@@ -159,6 +159,10 @@ class ModelConfig:
 #   one_pass_residual  one_pass, then the least trusted component (blind rule: lowest coherence with the mixture)
 #                      is replaced by the mixture residual, so the composition equals the mixture exactly
 SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_residual")
+# What is done to the decoded component waveforms (ucr.pipeline.post_filter):
+#   none    the decoder's output as is
+#   wiener  soft masks |c_k|^2 / sum_j |c_j|^2 of the decoded components applied to the mixture's STFT (ours)
+POST_FILTERS = ("none", "wiener")
 
 
 @dataclass(frozen=True)
@@ -170,11 +174,13 @@ class DiffusionConfig:
     separation: str = "independent"  # one of SEPARATION_MODES; "independent" is the paper's
     one_pass_alpha: float = 0.3  # one-pass modes: the blend level alpha* at which the observed mixture is noised
     one_pass_draws: int = 4  # one-pass modes: noise draws averaged
+    post_filter: str = "none"  # one of POST_FILTERS, on the decoded waveforms; "none" is the paper's
 
     def __post_init__(self) -> None:
         _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
         _one_of("diffusion.alpha_schedule", self.alpha_schedule, ["uniform"])
         _one_of("diffusion.separation", self.separation, SEPARATION_MODES)
+        _one_of("diffusion.post_filter", self.post_filter, POST_FILTERS)
         _in_range("diffusion.one_pass_alpha", self.one_pass_alpha, 0.0, 1.0)
         _is_int("diffusion.one_pass_draws", self.one_pass_draws, 1, 256)
 

@@ -40,6 +40,7 @@ class EvalOptions:
     steps_curve: tuple[int, ...] = ()  # also time and score the model at these step counts (on curve_chunks)
     alpha: float | None = None  # one-pass blend level (None: the model's diffusion.one_pass_alpha)
     draws: int | None = None  # one-pass noise draws (None: the model's diffusion.one_pass_draws)
+    post_filter: str | None = None  # waveform post-filter (None: the model's diffusion.post_filter)
     alpha_curve: tuple[float, ...] = ()  # also score the one-pass modes at these alpha* (on curve_chunks)
     curve_chunks: int = 16
     audio_examples: int = 2
@@ -56,9 +57,11 @@ class MethodOutputs:
 
 
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
-                     length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4
+                     length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
+                     post_filter: str = "none", mixtures: np.ndarray | None = None, sample_rate: int = 0
                      ) -> tuple[list[np.ndarray], float]:
-    """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds.
+    """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds. A ``post_filter``
+    other than "none" needs the mixture waveforms ``mixtures [N, L]`` (what the pipeline filters against).
 
     The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
     generator = torch.Generator().manual_seed(seed)
@@ -71,6 +74,8 @@ def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int,
         B, K, C, T = parts.shape
         waves = codec.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)[..., :length]  # [B, K, L]
         out.extend(waves.numpy())
+    if post_filter != "none":
+        out = [baselines.post_filter(post_filter, mixture, parts, sample_rate) for mixture, parts in zip(mixtures, out)]
     return out, time.perf_counter() - started
 
 
@@ -79,7 +84,8 @@ def _settings(pipeline, options: EvalOptions) -> dict:
     diffusion = pipeline.config.diffusion
     return {"mode": options.mode or diffusion.separation,
             "alpha": diffusion.one_pass_alpha if options.alpha is None else options.alpha,
-            "draws": diffusion.one_pass_draws if options.draws is None else options.draws}
+            "draws": diffusion.one_pass_draws if options.draws is None else options.draws,
+            "post_filter": options.post_filter or diffusion.post_filter}
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
@@ -148,11 +154,12 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     mode = settings["mode"]
     methods: list[MethodOutputs] = []
     waves, seconds = _separate_chunks(pipeline.model, codec, mixture_latents, options.steps, options.seed,
-                                      options.batch_size, L, **settings)
+                                      options.batch_size, L, **settings, mixtures=mixtures, sample_rate=sample_rate)
     methods.append(MethodOutputs("ucr", waves, labelled=False, seconds=seconds))
     if supervised is not None:
         waves, seconds = _separate_chunks(supervised.model, codec, mixture_latents, options.steps, options.seed,
-                                          options.batch_size, L, **settings)
+                                          options.batch_size, L, **settings, mixtures=mixtures,
+                                          sample_rate=sample_rate)
         methods.append(MethodOutputs("supervised reference", waves, labelled=True, seconds=seconds))
     methods.append(MethodOutputs("mixture passthrough", [baselines.passthrough(m, S) for m in mixtures]))
     if options.nmf:
@@ -229,9 +236,11 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     latents = torch.stack([item["mixture"] for item in items])  # [N, C, T]
     was_training = model.training
     model.eval()
-    waves, _ = _separate_chunks(model, build_codec(config.codec), latents, steps, seed, 8, references.shape[-1],
+    codec = build_codec(config.codec)
+    waves, _ = _separate_chunks(model, codec, latents, steps, seed, 8, references.shape[-1],
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
-                                config.diffusion.one_pass_draws)
+                                config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures,
+                                codec.sample_rate)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -251,7 +260,8 @@ def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     points = []
     for steps in options.steps_curve:
         waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], steps,
-                                          options.seed, options.batch_size, L, **_settings(pipeline, options))
+                                          options.seed, options.batch_size, L, **_settings(pipeline, options),
+                                          mixtures=mixtures[:n], sample_rate=pipeline.sample_rate)
         points.append({"steps": steps, **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline,
                                                       options, source_names)})
     return points

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ucr import audio
+from ucr import audio, baselines
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
@@ -149,17 +149,20 @@ class Pipeline:
         return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
 
     def separate(self, wave: np.ndarray, sample_rate: int, steps: int | None = None, seed: int = 0,
-                 mode: str | None = None) -> Separation:
+                 mode: str | None = None, post_filter: str | None = None) -> Separation:
         """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` -> :class:`Separation` with ``components [K, L]``
-        at the codec's rate (``L`` = the input's length after resampling)."""
+        at the codec's rate (``L`` = the input's length after resampling). ``post_filter``: see
+        :data:`ucr.config.POST_FILTERS` (default: ``diffusion.post_filter`` of the model's config)."""
         steps = self.config.diffusion.sampler_steps if steps is None else steps
         if not 1 <= steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {steps}")
         mono = self.prepare(wave, sample_rate)
         latent = self.codec.encode(torch.from_numpy(mono)[None, None])[0]  # [C, T]
         parts = self.separate_latent(latent, steps=steps, seed=seed, mode=mode)  # [K, C, T]
-        waves = self.codec.decode(parts)[:, 0, :len(mono)]  # [K, L]
-        return Separation(components=waves.numpy(), sample_rate=self.sample_rate, steps=steps)
+        waves = self.codec.decode(parts)[:, 0, :len(mono)].numpy()  # [K, L]
+        waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
+                                      self.sample_rate)
+        return Separation(components=waves, sample_rate=self.sample_rate, steps=steps)
 
     # -- generation (needs the prior) ---------------------------------------------------------------------------------
     MAX_GENERATE_SECONDS = 60.0
