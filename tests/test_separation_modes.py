@@ -170,3 +170,44 @@ def test_ablation_variants_keep_list_values_whole():
     config = load_config("demo", overrides)
     assert config.model.unet_channels == (64, 128) and config.model.attention_levels == (1,)
     assert parse_variant("paper:") == ("paper", [])
+
+
+def test_component_stride_holds_block_means_of_z():
+    from ucr.decomposer import hold_block_means
+
+    z = torch.tensor([[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]])
+    # blocks of 3 frames: mean(0, 2, 4) = 2, mean(6, 8, 10) = 8, the short last block (12) = 12
+    assert torch.equal(hold_block_means(z, 3), torch.tensor([[2.0, 2.0, 2.0, 8.0, 8.0, 8.0, 12.0]]))
+    assert torch.equal(hold_block_means(z, 1), z)
+    torch.manual_seed(0)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
+    coarse = build_decomposer(load_config("smoke", {"model.component_stride": 4}).model, latent_channels=8)
+    coarse.load_state_dict(paper.state_dict())  # same weights: only the time resolution of z differs
+    x = torch.randn(2, 8, 16)
+    fine_z, coarse_z = paper.components(x), coarse.components(x)
+    assert coarse_z.shape == fine_z.shape == (2, 2, 1, 16)
+    assert torch.allclose(coarse_z, hold_block_means(fine_z, 4))
+    assert torch.equal(coarse_z[..., 0:4], coarse_z[..., 0:1].expand(-1, -1, -1, 4))  # constant within a block
+    assert not torch.allclose(fine_z[..., 0:4], fine_z[..., 0:1].expand(-1, -1, -1, 4))
+    with pytest.raises(ValueError, match="model.component_stride"):
+        load_config("smoke", {"model.component_stride": 0})
+
+
+def test_global_normalisation_pools_the_channel_statistics():
+    from ucr.codec.stats import LatentStats
+    from ucr.train.tasks import normalization_stats
+
+    torch.manual_seed(0)
+    latents = torch.stack([torch.randn(4, 5000) * 1.0 + 1.0, torch.randn(4, 5000) * 3.0 - 2.0], dim=1)  # [4, 2, T]
+    per_channel = LatentStats.from_latents([latents])
+    pooled = per_channel.pooled()
+    everything = latents.double().flatten()
+    assert pooled.mean == pytest.approx((float(everything.mean()),) * 2, abs=1e-9)
+    assert pooled.std == pytest.approx((float(everything.std(unbiased=False)),) * 2, rel=1e-9)
+    cfg = load_config("smoke", {"codec.normalize_latents": True})
+    assert normalization_stats(per_channel, cfg.codec) is per_channel
+    glob = load_config("smoke", {"codec.normalize_latents": True, "codec.normalize_scope": "global"})
+    assert normalization_stats(per_channel, glob.codec) == pooled
+    assert normalization_stats(per_channel, load_config("smoke", {"codec.normalize_latents": False}).codec) is None
+    with pytest.raises(ValueError, match="codec.normalize_scope"):
+        load_config("smoke", {"codec.normalize_scope": "layer"})

@@ -63,11 +63,15 @@ class CodecConfig:
     latent_kind: str = "quantized"  # EnCodec: "quantized" (RVQ codes dequantized, the paper) or "continuous"
     bandwidth: float = 24.0  # EnCodec kbps for the quantized latent; 24 kbps = 32 codebooks (the paper)
     segment_seconds: float = 20.0  # long audio is encoded/decoded in segments of this length (bounded memory)
-    normalize_latents: bool = False  # per-channel standardisation with statistics computed from the training data
+    normalize_latents: bool = False  # standardisation with statistics computed from the training data
+    # what normalize_latents standardises: "channel" (each latent channel by its own mean / std) or "global" (one
+    # mean / std over all channels, so the channels keep their relative energies)
+    normalize_scope: str = "channel"
 
     def __post_init__(self) -> None:
         _one_of("codec.name", self.name, ["encodec", "mdct"])
         _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
+        _one_of("codec.normalize_scope", self.normalize_scope, ["channel", "global"])
         _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])
         _in_range("codec.segment_seconds", self.segment_seconds, 1.0, 600.0)
         if not isinstance(self.weights, str) or not self.weights:
@@ -130,9 +134,14 @@ class ModelConfig:
     # weight of a penalty on the squared correlation between the component latents z_k (ours; the paper: 0). A
     # symmetric, redundant decomposition (every z_k the same code) is free under the paper's loss; this makes it cost
     z_decorrelation: float = 0.0
+    # time resolution of z: each z_k is averaged over blocks of this many frames (and held constant within a block)
+    # before it conditions the decoder; 1 = the codec's frame rate (the paper). Coarser z carries less detail, so the
+    # decoder must take the detail from its noisy input and z can only say which source (ours)
+    component_stride: int = 1
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
+        _is_int("model.component_stride", self.component_stride, 1, 256)
         _positive_ints("model.encoder_channels", self.encoder_channels, min_len=0)
         _is_int("model.component_channels", self.component_channels, 1, 64)
         _positive_ints("model.unet_channels", self.unet_channels, min_len=1)

@@ -48,8 +48,11 @@ class Decomposer(nn.Module):
                  component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
-                 z_decorrelation: float = 0.0) -> None:
+                 z_decorrelation: float = 0.0, component_stride: int = 1) -> None:
         super().__init__()
+        if component_stride < 1:
+            raise ValueError(f"component_stride must be >= 1, got {component_stride}")
+        self.component_stride = int(component_stride)  # z_k held constant over blocks of this many frames; paper: 1
         if not 0.0 < train_alpha_max <= 1.0:
             raise ValueError(f"train_alpha_max must be in (0, 1], got {train_alpha_max}")
         if z_decorrelation < 0.0:
@@ -84,8 +87,10 @@ class Decomposer(nn.Module):
 
     # -- the model ---------------------------------------------------------------------------------------------------
     def components(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]``."""
-        return self.encoders(x)
+        """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]`` (block-averaged over
+        ``component_stride`` frames when it is > 1, see :func:`hold_block_means`)."""
+        z = self.encoders(x)
+        return hold_block_means(z, self.component_stride) if self.component_stride > 1 else z
 
     def denoise_each(self, x_alpha: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The shared decoder run once per component, as one batch.
@@ -250,6 +255,18 @@ class Decomposer(nn.Module):
         return parts, self.compose(parts)
 
 
+def hold_block_means(z: torch.Tensor, stride: int) -> torch.Tensor:
+    """``z [..., T]`` -> the same shape, each block of ``stride`` frames replaced by its mean (the last block may be
+    shorter): a z at ``1 / stride`` of the frame rate, held constant so the decoder still sees ``T`` frames."""
+    T = z.shape[-1]
+    blocks = -(-T // stride)
+    padded = nn.functional.pad(z, (0, blocks * stride - T))  # [..., blocks * stride]
+    sums = padded.reshape(*z.shape[:-1], blocks, stride).sum(-1)  # [..., blocks]
+    sizes = torch.full((blocks,), float(stride), dtype=z.dtype, device=z.device)
+    sizes[-1] = T - (blocks - 1) * stride
+    return (sums / sizes).repeat_interleave(stride, dim=-1)[..., :T]
+
+
 def coherence_with_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """The blind trust score: scale-invariant SDR (dB) of each component against the mixture it came from.
 
@@ -314,4 +331,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       attention_heads=model_config.attention_heads, embedding_dim=model_config.embedding_dim,
                       dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
                       train_alpha_max=model_config.train_alpha_max,
-                      z_decorrelation=model_config.z_decorrelation)
+                      z_decorrelation=model_config.z_decorrelation,
+                      component_stride=model_config.component_stride)

@@ -41,6 +41,15 @@ class LatentStats:
         std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(min_std)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
+    def pooled(self) -> "LatentStats":
+        """One mean and std over all channels (each channel weighted equally, as each holds as many frames),
+        repeated per channel: ``mean = mean_c(m_c)``, ``var = mean_c(s_c^2 + m_c^2) - mean^2``."""
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        std = torch.tensor(self.std, dtype=torch.float64)
+        pooled_mean = mean.mean()
+        pooled_std = ((std.square() + mean.square()).mean() - pooled_mean.square()).clamp_min(0).sqrt()
+        return LatentStats((float(pooled_mean),) * self.channels, (float(pooled_std),) * self.channels)
+
     @property
     def channels(self) -> int:
         return len(self.mean)

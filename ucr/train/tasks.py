@@ -18,6 +18,15 @@ def open_training_cache(cache_uri: str, config) -> LatentCache:
     return cache
 
 
+def normalization_stats(cache_stats, codec_config):
+    """The statistics the model standardises its latents with: ``None`` (no normalisation), the cache's per-channel
+    statistics, or their pooled (one value for all channels) form, as ``codec.normalize_latents`` /
+    ``codec.normalize_scope`` say."""
+    if not codec_config.normalize_latents:
+        return None
+    return cache_stats.pooled() if codec_config.normalize_scope == "global" else cache_stats
+
+
 def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: bool = False,
                              device: torch.device | None = None, rank: int = 0, world_size: int = 1,
                              hooks: Hooks | None = None, progress: bool = True, wrap=None) -> Trainer:
@@ -27,7 +36,7 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
     Each of ``world_size`` ranks draws its own ``batch_size // world_size`` examples per step.
     """
     cache = open_training_cache(cache_uri, config)
-    stats = cache.stats if config.codec.normalize_latents else None
+    stats = normalization_stats(cache.stats, config.codec)
     if supervised and config.model.n_components != len(cache.sources):
         raise ValueError(f"the supervised reference needs model.n_components = {len(cache.sources)} "
                          f"(the number of sources {list(cache.sources)})")
