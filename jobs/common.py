@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -25,6 +26,8 @@ FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD", "HF_HOME", "HF_HUB_OFFLINE", "UCR_MODEL")
 DEFAULT_TRACKING_DIR = Path.home() / ".ucr"
+# run names go into MLflow search filters and Ray storage folder names: letters, digits and . _ - only
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                              "(default: runs/<preset>)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)")
-    parser.add_argument("--run-name", default=None,
+    parser.add_argument("--run-name", default=None, type=checked_run_name,
                         help="experiment run name: MLflow parent run and Ray Train run names derive from it; "
                              "resubmitting with the same name resumes (default: the preset name)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name (default: ucr-<preset>)")
@@ -66,8 +69,21 @@ def layout(root: str) -> dict[str, str]:
             "ray": storage.join(root, "ray")}
 
 
+class RunNameError(argparse.ArgumentTypeError, ValueError):
+    """A run name that cannot be used: argparse shows its message as is; callers outside argparse catch ValueError."""
+
+
+def checked_run_name(name: str) -> str:
+    """``name`` if it is a usable run name, else a :class:`RunNameError` that says what is allowed."""
+    if not _RUN_NAME.match(name):
+        raise RunNameError(
+            f"run name {name!r} may hold only letters, digits, '.', '_' and '-' (1-100 characters, starting with a "
+            f"letter or digit): it names MLflow runs and Ray storage folders")
+    return name
+
+
 def run_name(args: argparse.Namespace, config: ExperimentConfig) -> str:
-    return args.run_name or config.name
+    return checked_run_name(args.run_name or config.name)  # a preset name from a user's YAML is checked too
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -3,14 +3,13 @@
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 from ray import serve
 
 from serve.settings import ModelSettings
-from serve.source import ModelSource, resolve
+from serve.source import ModelSource, checkpoint_name, resolve
 from ucr import audio
 from ucr.pipeline import Pipeline
 
@@ -82,7 +81,7 @@ def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
 
 def _require_prior(loaded: LoadedModel, what: str) -> Failure | None:
     if loaded.pipeline.prior is None:
-        return _failure(409, f"the served model {loaded.source.reference} has no prior, so it cannot {what}; serve a "
+        return _failure(409, f"the served model {loaded.source.public_reference} has no prior, so it cannot {what}; serve a "
                              f"prior checkpoint (trained with `ucr train-prior`, which embeds its decomposer)")
     return None
 
@@ -142,9 +141,12 @@ class UCRModel:
             except Exception as err:
                 if self._loaded is None:
                     raise
-                self._reload_error = f"{type(err).__name__}: {err}"
-                logger.error("reconfigure to %s failed; still serving %s: %s", settings.model,
-                             self._loaded.source.reference, self._reload_error)
+                # the full error (paths included) goes to the replica log; clients see the reference and its type
+                requested = settings.model.strip()
+                shown = requested if requested.startswith("models:/") else checkpoint_name(requested or "?")
+                self._reload_error = f"{type(err).__name__} while loading {shown}; see the replica log"
+                logger.error("reconfigure to %s failed; still serving %s: %s: %s", settings.model,
+                             self._loaded.source.reference, type(err).__name__, err)
                 return
             self._loaded, self._reload_error = loaded, None  # the swap: in-flight requests hold the old one
 
@@ -166,7 +168,7 @@ class UCRModel:
                            "step": pipeline.metadata.get("step")},
                 "batching": {"enabled": self._settings.batching, "max_batch_size": self._settings.max_batch_size,
                              "batch_wait_timeout_s": self._settings.batch_wait_timeout_s},
-                "replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid()}
+                "replica": serve.get_replica_context().replica_id.unique_id}
 
     async def separate(self, job: dict) -> dict | Failure:
         """``job``: wave ``[channels, L]``, sample_rate, steps (None: the model's), seed, mode, component."""

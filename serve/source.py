@@ -45,9 +45,15 @@ class ModelSource:
         """Two sources with the same identity hold the same weights (used to skip needless reloads)."""
         return (self.name, self.version) if self.version is not None else (self.checkpoint,)
 
+    @property
+    def public_reference(self) -> str:
+        """What clients are told the model is: a registry reference as configured; for a checkpoint path or URI
+        only its readable name (the server's folders and buckets are not the client's business)."""
+        return self.reference if self.version is not None or self.reference.startswith("models:/") else self.name
+
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "alias": self.alias, "source": self.reference,
-                "checkpoint": self.checkpoint if self.workdir is None else None}
+        """The model's identity as clients see it (``/model``, response headers): no local paths."""
+        return {"name": self.name, "version": self.version, "alias": self.alias, "source": self.public_reference}
 
     def cleanup(self) -> None:
         if self.workdir:
@@ -72,12 +78,12 @@ def resolve(reference: str, tracking_uri: str | None = None, registry_uri: str |
         raise ValueError(f"the model reference is empty; set UCR_MODEL (e.g. {DEFAULT_MODEL}) or a checkpoint URI")
     parsed = parse_registry_reference(reference)
     if parsed is None:
-        return ModelSource(reference=reference, checkpoint=reference, name=_checkpoint_name(reference))
+        return ModelSource(reference=reference, checkpoint=reference, name=checkpoint_name(reference))
     name, alias, version = parsed
     return _resolve_registry(reference, name, alias, version, tracking_uri, registry_uri)
 
 
-def _checkpoint_name(uri: str) -> str:
+def checkpoint_name(uri: str) -> str:
     """A readable name for a checkpoint URI: the file's stem, or its run folder for final.pt / step-*.pt."""
     parts = [part for part in uri.rstrip("/").split("/") if part]
     stem = parts[-1][:-3] if parts[-1].endswith(".pt") else parts[-1]

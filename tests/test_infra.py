@@ -515,38 +515,80 @@ def test_dashboard_and_job_api_are_never_published():
             assert all(labels.get(k) == v for k, v in selector.items()), f"{where}/{group} escapes the NetworkPolicy"
 
 
-def test_worker_pods_get_no_kubernetes_api_token():
+def test_only_the_autoscaling_head_gets_a_kubernetes_api_token():
     docs = {(d["kind"], d["metadata"]["name"]): d for d in _yaml_docs(K8S / "serviceaccount.yaml")}
     accounts = {name for kind, name in docs if kind == "ServiceAccount"}
     assert docs["ServiceAccount", "ucr-ray-worker"]["automountServiceAccountToken"] is False
-    role = docs["Role", "ucr-ray-autoscaler"]
-    binding = docs["RoleBinding", "ucr-ray-autoscaler"]
-    assert [s_["name"] for s_ in binding["subjects"]] == ["ucr-ray-head"]
-    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
-    assert verbs <= {"get", "list", "watch", "patch"}, "the autoscaler role must stay read-mostly"
-    assert all("*" not in rule["resources"] for rule in role["rules"])
-    assert {r["resources"][0] for r in role["rules"]} == {"pods", "rayclusters"}
+    assert docs["ServiceAccount", "ucr-serve"]["automountServiceAccountToken"] is False
+    expected_heads = {"RayCluster": "ucr-ray-head", "RayJob": "ucr-ray-job-head", "RayService": "ucr-serve-head"}
+    for role_name, subjects, pinned in (("ucr-ray-autoscaler", ["ucr-ray-head"], True),
+                                        ("ucr-ray-autoscaler-managed", ["ucr-ray-job-head", "ucr-serve-head"], False)):
+        role, binding = docs["Role", role_name], docs["RoleBinding", role_name]
+        assert [s_["name"] for s_ in binding["subjects"]] == subjects
+        assert {v for rule in role["rules"] for v in rule["verbs"]} <= {"get", "list", "watch", "patch"}
+        assert all("*" not in rule["resources"] for rule in role["rules"])
+        assert {r["resources"][0] for r in role["rules"]} == {"pods", "rayclusters"}
+        for rule in role["rules"]:
+            if "patch" in rule["verbs"]:  # the autoscaler patches RayClusters and nothing else
+                assert rule["resources"] == ["rayclusters"] and rule["verbs"] == ["get", "patch"]
+                if pinned:  # the long-lived cluster's head may patch that one cluster only
+                    assert rule["resourceNames"] == [_manifest("raycluster.yaml")["metadata"]["name"]]
     for where, spec in _cluster_specs().items():
         for group, template in _pod_templates(spec):
             sa = template["spec"]["serviceAccountName"]
             assert sa in accounts, f"{where}/{group}: unknown service account {sa}"
-            if group != "head":
-                assert sa == "ucr-ray-worker" and template["spec"]["automountServiceAccountToken"] is False
+            if group == "head":
+                assert sa == expected_heads[where], f"{where}: head runs as {sa}"
+            else:  # no worker or replica ever gets a Kubernetes API token
+                assert sa == ("ucr-serve" if where == "RayService" else "ucr-ray-worker"), f"{where}/{group}"
+                assert template["spec"]["automountServiceAccountToken"] is False
 
 
-def test_s3_policy_is_least_privilege_and_covers_the_bucket_in_use():
-    policy = json.loads((INFRA / "iam" / "ucr-s3-policy.json").read_text())
-    actions, resources = set(), set()
-    for st in policy["Statement"]:
-        assert st["Effect"] == "Allow"
-        acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        assert all("*" not in a for a in acts), f"wildcard action in {st['Sid']}"
-        assert all(a.startswith("s3:") for a in acts)
-        actions |= set(acts)
-        resources |= set(res)
-    assert not actions & {"s3:PutBucketPolicy", "s3:DeleteBucket", "s3:PutBucketAcl", "s3:PutObjectAcl"}
-    assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
+def _policy(name: str) -> list[dict]:
+    return json.loads((INFRA / "iam" / name).read_text())["Statement"]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _allows(statements: list[dict], action: str, resource: str) -> bool:
+    """IAM evaluation for one action on one object ARN (no conditions): an explicit Deny wins over any Allow."""
+    import fnmatch
+
+    def matches(st):
+        return action in _as_list(st["Action"]) and any(fnmatch.fnmatchcase(resource, r)
+                                                       for r in _as_list(st["Resource"]))
+    if any(st["Effect"] == "Deny" and matches(st) for st in statements):
+        return False
+    return any(st["Effect"] == "Allow" and matches(st) for st in statements)
+
+
+def test_s3_policies_are_least_privilege_and_cover_the_bucket_in_use():
+    names = ("ucr-s3-policy.json", "ucr-s3-serve-policy.json", "ucr-s3-mlflow-policy.json")
+    for name in names:
+        actions, resources = set(), set()
+        for st in _policy(name):
+            acts, res = _as_list(st["Action"]), _as_list(st["Resource"])
+            assert all("*" not in a for a in acts), f"{name}: wildcard action in {st['Sid']}"
+            assert all(a.startswith("s3:") for a in acts)
+            actions |= set(acts)
+            resources |= set(res)
+        assert not actions & {"s3:PutBucketPolicy", "s3:DeleteBucket", "s3:PutBucketAcl", "s3:PutObjectAcl"}
+        assert all(r.startswith(f"arn:aws:s3:::{BUCKET}") for r in resources), name
+    ray, serve, mlflow_server = (_policy(n) for n in names)
+    checkpoint = f"arn:aws:s3:::{BUCKET}/runs/demo/decomposer/final.pt"
+    registered = f"arn:aws:s3:::{BUCKET}/mlflow-artifacts/1/models/m-1/artifacts/checkpoint.pt"
+    # Ray jobs write their runs but never the MLflow server's artifacts (the registered champion)
+    assert _allows(ray, "s3:PutObject", checkpoint) and _allows(ray, "s3:GetObject", registered)
+    assert not _allows(ray, "s3:PutObject", registered) and not _allows(ray, "s3:DeleteObject", registered)
+    # Serve replicas only read
+    assert _allows(serve, "s3:GetObject", checkpoint) and _allows(serve, "s3:GetObject", registered)
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        assert not _allows(serve, action, checkpoint) and not _allows(serve, action, registered)
+    # the MLflow server writes its artifacts and nothing else
+    assert _allows(mlflow_server, "s3:PutObject", registered)
+    assert not _allows(mlflow_server, "s3:GetObject", checkpoint)
     # the bucket the configs use is that bucket
     assert _manifest("configmap.yaml")["data"]["UCR_S3_BUCKET"] == BUCKET
     assert f"--env UCR_S3_BUCKET={BUCKET}" in yaml.safe_load(AWS.read_text())["docker"]["run_options"]

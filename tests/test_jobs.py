@@ -239,3 +239,22 @@ def test_embedded_ray_listens_on_loopback_only():
     assert len(found) >= 6, describe(found)  # GCS, raylet, dashboard, agents, worker: the probe saw them
     off = [text for (pid, ip, port), text in zip(found, describe(found)) if not is_loopback(ip)]
     assert not off, f"embedded Ray listening off loopback: {off}"
+
+
+@pytest.mark.parametrize("name", ["a' or '1'='1", "x y", "../up", "", ".hidden", "n" * 101])
+def test_run_names_that_would_break_a_filter_or_a_folder_are_refused(name, capsys):
+    """Run names go into MLflow filter strings and Ray storage folders: a quote, a space or a path is refused with
+    a message that says what is allowed, before anything runs."""
+    import argparse
+
+    from jobs.common import base_parser, checked_run_name, run_name
+
+    with pytest.raises(SystemExit):
+        base_parser("t").parse_args(["--run-name", name])
+    assert "may hold only letters, digits" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="may hold only letters"):
+        checked_run_name(name)
+    preset_named = argparse.Namespace(run_name=None)
+    with pytest.raises(ValueError, match="may hold only letters"):
+        run_name(preset_named, type("Config", (), {"name": name})())
+    assert checked_run_name("sweep-demo_2.1") == "sweep-demo_2.1"

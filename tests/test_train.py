@@ -9,6 +9,7 @@ from ucr.data.latents import EncodeSettings, encode_split
 from ucr.decomposer import Decomposer, build_decomposer
 from ucr.pipeline import Pipeline, crossfade_weights
 from ucr.train import checkpoint as ckpt
+from ucr import audio
 from ucr.train.tasks import build_decomposer_trainer
 
 
@@ -141,6 +142,24 @@ def test_not_a_checkpoint(tmp_path):
         ckpt.load(str(tmp_path))
 
 
+
+@pytest.mark.parametrize("payload, message", [
+    ({"kind": "decomposer", "model": {}, "codec": {}}, r"incomplete UCR checkpoint: field\(s\) \['config'\]"),
+    ({"kind": "decomposer", "config": "x", "model": {}, "codec": {}}, r"\['config'\] missing or of the wrong type"),
+    ({"kind": "mystery", "config": {}, "model": {}, "codec": {}}, r"unknown kind 'mystery'"),
+])
+def test_incomplete_checkpoints_get_one_clear_sentence(tmp_path, payload, message):
+    path = tmp_path / "partial.pt"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=message):
+        ckpt.load(str(path))
+    from ucr.cli import main
+
+    song = tmp_path / "song.wav"
+    audio.write(str(song), np.zeros(2400, dtype=np.float32) + 0.1, 24000)
+    assert main(["separate", str(song), "--model", str(path), "--out", str(tmp_path / "out")]) != 0
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 @pytest.fixture
 def pipeline(train_cache, tmp_path):
@@ -237,7 +256,8 @@ def test_rng_state_round_trips_through_a_data_only_checkpoint(tmp_path):
     np.random.seed(3)
     random.seed(3)
     torch.manual_seed(3)
-    ckpt.save(str(tmp_path / "c.pt"), {"kind": "decomposer", "rng": ckpt.rng_state()})
+    ckpt.save(str(tmp_path / "c.pt"), {"kind": "decomposer", "rng": ckpt.rng_state(), "config": {}, "model": {},
+                                       "codec": {}})
     expected = (np.random.rand(), random.random(), torch.rand(1).item())
     np.random.seed(0), random.seed(0), torch.manual_seed(0)
     ckpt.set_rng_state(ckpt.load(str(tmp_path / "c.pt"))["rng"])
@@ -247,7 +267,7 @@ def test_rng_state_round_trips_through_a_data_only_checkpoint(tmp_path):
 def test_old_pickled_checkpoint_is_refused_then_converted_knowingly(tmp_path):
     old_rng = {**ckpt.rng_state(), "numpy": np.random.get_state()}  # the earlier format: a numpy array inside
     old = tmp_path / "old.pt"
-    torch.save({"kind": "decomposer", "step": 7, "rng": old_rng}, old)
+    torch.save({"kind": "decomposer", "step": 7, "rng": old_rng, "config": {}, "model": {}, "codec": {}}, old)
     with pytest.raises(ValueError, match="refused rather than unpickled"):
         ckpt.load(str(old))
     ckpt.convert_trusted(str(old), str(tmp_path / "new.pt"))

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     args.preset = space.preset
     root = common.experiment_root(args, base)
     sweep_name = args.name or f"sweep-{Path(args.space).stem}"
-    args.run_name = args.run_name or sweep_name
+    args.run_name = common.checked_run_name(args.run_name or sweep_name)
     experiment = args.experiment or f"ucr-{base.name}"
     args.experiment = experiment
     decomposer = None

@@ -41,19 +41,36 @@ def load(uri: str) -> dict:
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged, foreign or unsafe file
         raise ValueError(f"{resolved} is not a UCR checkpoint that loads as data: it is damaged, foreign, or holds "
                          f"objects other than tensors and plain values, so it is refused rather than unpickled "
-                         f"(checkpoints written before checkpoints became data-only must be retrained with this "
-                         f"version) ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or "kind" not in payload:
-        raise ValueError(f"{resolved} is not a UCR checkpoint (no 'kind' field)")
+                         f"(a checkpoint of the earlier pickled format that you trust can be rewritten with "
+                         f"`ucr checkpoint convert OLD NEW`) ({type(err).__name__})") from None
+    check_fields(payload, resolved)
     return payload
+
+
+KINDS = ("decomposer", "supervised", "prior")
+# the fields every checkpoint kind must carry, and their types
+_REQUIRED = {"kind": str, "config": dict, "model": dict, "codec": dict}
+
+
+def check_fields(payload, name: str) -> None:
+    """Refuse, with one clear sentence, a payload that is not a complete UCR checkpoint (instead of a KeyError or
+    an AttributeError deep in model building)."""
+    if not isinstance(payload, dict) or "kind" not in payload:
+        raise ValueError(f"{name} is not a UCR checkpoint (no 'kind' field)")
+    if payload["kind"] not in KINDS:
+        raise ValueError(f"{name} is a checkpoint of unknown kind {payload['kind']!r}; expected one of {list(KINDS)}")
+    missing = [key for key, kind in _REQUIRED.items() if not isinstance(payload.get(key), kind)]
+    if missing:
+        raise ValueError(f"{name} is an incomplete UCR checkpoint: field(s) {missing} missing or of the wrong type "
+                         f"(it was not written by `ucr train` / `ucr train-prior`, or it was cut short); "
+                         f"retrain, or point at another checkpoint")
 
 
 def convert_trusted(source: str, target: str) -> None:
     """Rewrite a checkpoint of the earlier pickled format (``source``, a file *you trust*: loading it unpickles and
     so can run code) as a data-only checkpoint at ``target``. Used by ``ucr checkpoint convert``."""
     payload = torch.load(io.BytesIO(storage.read_bytes(resolve(source))), map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or "kind" not in payload:
-        raise ValueError(f"{source} is not a UCR checkpoint (no 'kind' field)")
+    check_fields(payload, source)
     rng = payload.get("rng")
     if isinstance(rng, dict) and isinstance(rng.get("numpy"), tuple):
         name, keys, position, has_gauss, cached = rng["numpy"]
