@@ -211,3 +211,18 @@ def test_global_normalisation_pools_the_channel_statistics():
     assert normalization_stats(per_channel, load_config("smoke", {"codec.normalize_latents": False}).codec) is None
     with pytest.raises(ValueError, match="codec.normalize_scope"):
         load_config("smoke", {"codec.normalize_scope": "layer"})
+
+
+def test_per_component_strides_coarsen_only_their_component():
+    from ucr.decomposer import hold_block_means
+
+    torch.manual_seed(0)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
+    mixed = build_decomposer(load_config("smoke", {"model.component_strides": [1, 4]}).model, latent_channels=8)
+    mixed.load_state_dict(paper.state_dict())
+    x = torch.randn(2, 8, 16)
+    fine, z = paper.components(x), mixed.components(x)
+    assert torch.equal(z[:, 0], fine[:, 0])  # stride 1: untouched
+    assert torch.allclose(z[:, 1], hold_block_means(fine[:, 1], 4))
+    with pytest.raises(ValueError, match="one stride per component"):
+        load_config("smoke", {"model.component_strides": [1, 2, 4]})

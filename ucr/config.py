@@ -138,10 +138,18 @@ class ModelConfig:
     # before it conditions the decoder; 1 = the codec's frame rate (the paper). Coarser z carries less detail, so the
     # decoder must take the detail from its noisy input and z can only say which source (ours)
     component_stride: int = 1
+    # per-component strides (one per z_k; empty = component_stride for all): an asymmetry put in on purpose, e.g.
+    # [1, 8] lets z_0 follow transients while z_1 can only follow slow changes (ours)
+    component_strides: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
         _is_int("model.component_stride", self.component_stride, 1, 256)
+        for stride in self.component_strides:
+            _is_int("model.component_strides[]", stride, 1, 256)
+        if self.component_strides and len(self.component_strides) != self.n_components:
+            raise ValueError(f"model.component_strides {list(self.component_strides)} must give one stride per "
+                             f"component (model.n_components = {self.n_components}), or be empty")
         _positive_ints("model.encoder_channels", self.encoder_channels, min_len=0)
         _is_int("model.component_channels", self.component_channels, 1, 64)
         _positive_ints("model.unet_channels", self.unet_channels, min_len=1)

@@ -48,11 +48,13 @@ class Decomposer(nn.Module):
                  component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
-                 z_decorrelation: float = 0.0, component_stride: int = 1) -> None:
+                 z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1) -> None:
         super().__init__()
-        if component_stride < 1:
-            raise ValueError(f"component_stride must be >= 1, got {component_stride}")
-        self.component_stride = int(component_stride)  # z_k held constant over blocks of this many frames; paper: 1
+        strides = (component_stride,) * n_components if isinstance(component_stride, int) else tuple(component_stride)
+        if len(strides) != n_components or any(int(s) < 1 for s in strides):
+            raise ValueError(f"component_stride must be one int >= 1 or one per component ({n_components}), "
+                             f"got {component_stride}")
+        self.component_strides = tuple(int(s) for s in strides)  # z_k held constant over blocks of frames; paper: 1
         if not 0.0 < train_alpha_max <= 1.0:
             raise ValueError(f"train_alpha_max must be in (0, 1], got {train_alpha_max}")
         if z_decorrelation < 0.0:
@@ -87,10 +89,13 @@ class Decomposer(nn.Module):
 
     # -- the model ---------------------------------------------------------------------------------------------------
     def components(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]`` (block-averaged over
-        ``component_stride`` frames when it is > 1, see :func:`hold_block_means`)."""
+        """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]`` (z_k block-averaged over
+        ``component_strides[k]`` frames where that is > 1, see :func:`hold_block_means`)."""
         z = self.encoders(x)
-        return hold_block_means(z, self.component_stride) if self.component_stride > 1 else z
+        if all(stride == 1 for stride in self.component_strides):
+            return z
+        return torch.stack([hold_block_means(z[:, k], stride) if stride > 1 else z[:, k]
+                            for k, stride in enumerate(self.component_strides)], dim=1)
 
     def denoise_each(self, x_alpha: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The shared decoder run once per component, as one batch.
@@ -332,4 +337,4 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
                       train_alpha_max=model_config.train_alpha_max,
                       z_decorrelation=model_config.z_decorrelation,
-                      component_stride=model_config.component_stride)
+                      component_stride=model_config.component_strides or model_config.component_stride)
