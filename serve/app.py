@@ -291,13 +291,16 @@ def _decode_upload(data: bytes, filename: str, content_type: str, settings: HTTP
         audio.check_format(int(header.samplerate), int(header.channels), repr(filename))
     except audio.AudioError as err:
         raise HTTPException(400, str(err)) from None
-    if header.samplerate > 0 and header.frames > 0:
+    if header.samplerate > 0 and 0 < header.frames < audio.UNKNOWN_FRAMES:  # else: checked while decoding
         seconds = header.frames / header.samplerate
         if seconds > settings.max_seconds:
             raise HTTPException(413, f"{filename!r} is {seconds:.1f} s long; this service takes at most "
                                      f"{settings.max_seconds:g} s per request: cut it into excerpts")
     try:
-        wave, rate = audio.decode_bytes(data, name=repr(filename), mono=False)
+        wave, rate = audio.decode_bytes(data, name=repr(filename), mono=False, max_seconds=settings.max_seconds)
+    except audio.TooLongError as err:
+        raise HTTPException(413, f"{err}; this service takes at most {settings.max_seconds:g} s per request: cut it "
+                                 f"into excerpts") from None
     except audio.AudioError as err:
         raise HTTPException(400, f"{err}; upload finite audio in a complete file") from None
     channels, length = wave.shape

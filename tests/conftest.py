@@ -20,6 +20,36 @@ def tone_mix(seconds: float = 1.0, sample_rate: int = SR, seed: int = 0) -> np.n
     return wave.astype(np.float32)[None]
 
 
+def unknown_length_flac(wave: np.ndarray, sample_rate: int = SR) -> bytes:
+    """FLAC bytes of ``wave [L]`` whose STREAMINFO says "total samples unknown" (0), as streaming encoders write."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "STREAMINFO must be the first metadata block"
+    first = 8 + 13  # the 36-bit total-samples field: low 4 bits of byte 21, then bytes 22-25
+    data[first] &= 0xF0
+    data[first + 1:first + 5] = bytes(4)
+    return bytes(data)
+
+
+def streaming_wav(wave: np.ndarray, sample_rate: int = SR) -> bytes:
+    """16-bit WAV bytes of ``wave [L]`` whose RIFF and data sizes are 0xFFFFFFFF ("until the end of the file")."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"data")
+    data[4:8] = data[at + 4:at + 8] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
 @pytest.fixture
 def wav_file(tmp_path):
     from ucr import audio

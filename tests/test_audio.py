@@ -94,3 +94,36 @@ def test_missing_file(tmp_path):
 def test_unsupported_extension(tmp_path):
     with pytest.raises(ValueError, match="unsupported extension"):
         audio.write(str(tmp_path / "x.mp3"), tone_mix(0.1), SR)
+
+
+def test_files_that_do_not_declare_their_length_decode_in_full(tmp_path):
+    from tests.conftest import streaming_wav, unknown_length_flac
+
+    wave = tone_mix(1.5)[0]
+    flac = tmp_path / "stream.flac"
+    flac.write_bytes(unknown_length_flac(wave))
+    assert sf.info(str(flac)).frames == audio.UNKNOWN_FRAMES  # what libsndfile reports for such a FLAC
+    assert audio.info(str(flac)).frames == wave.size  # counted, not the header's "unknown"
+    decoded, rate = audio.read(str(flac))
+    assert rate == SR and decoded.shape == (1, wave.size)
+    assert np.abs(decoded[0] - wave).max() < 1e-3  # 16-bit
+    wav = tmp_path / "stream.wav"
+    wav.write_bytes(streaming_wav(wave))
+    decoded, _ = audio.read(str(wav))
+    assert decoded.shape == (1, wave.size) and np.abs(decoded[0] - wave).max() < 1e-3
+
+
+def test_max_seconds_stops_decoding_at_the_limit():
+    from tests.conftest import unknown_length_flac
+
+    wave = tone_mix(3.0)[0]
+    with pytest.raises(audio.TooLongError, match="longer than 2 s") as unknown:
+        audio.decode_bytes(unknown_length_flac(wave), name="stream.flac", max_seconds=2.0)
+    assert unknown.value.seconds is None
+    buffer = __import__("io").BytesIO()
+    sf.write(buffer, wave, SR, format="WAV")
+    with pytest.raises(audio.TooLongError, match="3.0 s long, more than 2 s") as declared:
+        audio.decode_bytes(buffer.getvalue(), name="mix.wav", max_seconds=2.0)
+    assert declared.value.seconds == pytest.approx(3.0)
+    decoded, _ = audio.decode_bytes(unknown_length_flac(wave), max_seconds=3.5)
+    assert decoded.shape == (1, wave.size)

@@ -243,3 +243,19 @@ def test_storage_absolute_paths_for_other_working_directories(tmp_path, monkeypa
     assert storage.absolute("runs/x/final.pt") == str(tmp_path / "runs" / "x" / "final.pt")
     assert storage.absolute("s3://bucket/runs/x") == "s3://bucket/runs/x"
     assert storage.absolute("file:///a/b") == "file:///a/b"
+
+
+def test_a_stem_that_does_not_declare_its_length_is_read_not_fatal(slakh_root):
+    """A streaming encoder's FLAC (total samples 0 in STREAMINFO) used to raise a bare numpy error that aborted the
+    whole encode; it is read in full now."""
+    import soundfile as sf
+
+    from tests.conftest import unknown_length_flac
+
+    stem = slakh_root / "train" / "Track00002" / "stems" / "S01.flac"
+    before = load_track(str(slakh_root), "train", "Track00002", "slakh", ("Drums", "Bass"), SR)
+    wave, rate = sf.read(str(stem), dtype="float32")
+    stem.write_bytes(unknown_length_flac(wave, rate))
+    after = load_track(str(slakh_root), "train", "Track00002", "slakh", ("Drums", "Bass"), SR)
+    assert after.sources.shape == before.sources.shape
+    np.testing.assert_allclose(after.sources, before.sources, atol=1e-3)

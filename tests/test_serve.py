@@ -27,7 +27,7 @@ import pytest
 import soundfile as sf
 
 from jobs.common import free_port
-from tests.conftest import SR, write_slakh_track
+from tests.conftest import SR, unknown_length_flac, write_slakh_track
 from serve.source import checkpoint_name
 
 pytestmark = pytest.mark.integration
@@ -467,6 +467,8 @@ BAD_UPLOADS = {  # name: (filename, bytes, params, status, words the message mus
     "channel bomb": ("mix.wav", _format_bomb(SR, 9), {}, 400, "9 channels"),
     "too big": ("mix.wav", b"RIFF" + bytes(1_200_000), {}, 413, "1 MB"),
     "too long": ("mix.wav", audio_file(12, rate=8000, subtype="PCM_16"), {}, 413, "at most 10 s"),
+    "too long, length not in the header": ("mix.flac", unknown_length_flac(
+        np.sin(np.arange(8000 * 12) / 7).astype(np.float32) * 0.3, 8000), {}, 413, "longer than 10 s"),
     "mp3": ("mix.mp3", b"ID3\x03" + bytes(2000), {}, 415, ".mp3"),
     "text type": ("notes", b"hello", {}, 415, "text/plain"),
     "garbage wav": ("mix.wav", b"this is not audio at all" * 10, {}, 400, "not a WAV, FLAC or Ogg"),

@@ -20,6 +20,21 @@ class AudioError(ValueError):
     """A file that cannot be used as audio; the message names the file and the reason."""
 
 
+class TooLongError(AudioError):
+    """Audio longer than the caller allows (found from the header, or while decoding a file of unknown length)."""
+
+    def __init__(self, message: str, seconds: float | None) -> None:
+        super().__init__(message)
+        self.seconds = seconds  # the length, or None when decoding stopped at the limit of a file of unknown length
+
+
+# libsndfile reports this frame count for streams whose header does not say (a FLAC with total_samples = 0)
+UNKNOWN_FRAMES = 2**63 - 1
+# WAV writers that stream (they cannot seek back to fill in the size) leave the data chunk's size at this value
+_WAV_SIZE_UNKNOWN = 0xFFFFFFFF
+_BLOCK_FRAMES = 1 << 16
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     sample_rate: int
@@ -42,13 +57,17 @@ def _open_bytes(uri: str) -> bytes:
 
 
 def info(uri: str) -> AudioInfo:
-    """Header facts without decoding the samples."""
+    """Header facts without decoding the samples (for a file whose header does not give its length, the frames are
+    counted by decoding it block by block, in bounded memory)."""
     data = _open_bytes(uri)
     try:
-        meta = sf.info(io.BytesIO(data))
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            frames = int(handle.frames)
+            if frames >= UNKNOWN_FRAMES:
+                frames = sum(block.shape[0] for block in _blocks_to_end(handle))
+            return AudioInfo(int(handle.samplerate), int(handle.channels), frames)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{uri}: not a readable audio file ({err})") from None
-    return AudioInfo(int(meta.samplerate), int(meta.channels), int(meta.frames))
 
 
 def read(uri: str, sample_rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
@@ -69,14 +88,36 @@ def _wav_missing_bytes(data: bytes) -> int:
     while position + 8 <= len(data):
         chunk_id, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
         if chunk_id == b"data":
+            if size == _WAV_SIZE_UNKNOWN:  # a streaming writer's "to the end of the file": nothing is promised
+                return 0
             return max(0, position + 8 + size - len(data))
         position += 8 + size + (size & 1)
     return 0
 
 
+def _blocks_to_end(handle: sf.SoundFile):
+    """Yield float32 ``[frames, channels]`` blocks until the stream ends, for files that do not declare their length.
+
+    soundfile's own ``read``/``blocks`` ask libsndfile for the current position after each read, and libsndfile's
+    FLAC decoder cannot seek in a stream of unknown length ("Internal psf_fseek() failed"), so this calls the C
+    reader directly: sequential reads only.
+    """
+    while True:
+        block = np.empty((_BLOCK_FRAMES, handle.channels), dtype=np.float32)
+        got = sf._snd.sf_readf_float(handle._file, sf._ffi.cast("float *", block.ctypes.data), _BLOCK_FRAMES)
+        if got > 0:
+            yield block[:got]
+        if got < _BLOCK_FRAMES:
+            return
+
+
 def decode_bytes(data: bytes, name: str = "upload", sample_rate: int | None = None,
-                 mono: bool = True) -> tuple[np.ndarray, int]:
-    """Like :func:`read` for bytes already in memory (HTTP uploads)."""
+                 mono: bool = True, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Like :func:`read` for bytes already in memory (HTTP uploads).
+
+    ``max_seconds``: refuse longer audio with :class:`TooLongError` — from the header before anything is decoded, or,
+    for a file that does not declare its length, as soon as decoding passes the limit (memory stays bounded).
+    """
     if not data:
         raise AudioError(f"{name}: the file is empty (0 bytes)")
     missing = _wav_missing_bytes(data)
@@ -87,7 +128,22 @@ def decode_bytes(data: bytes, name: str = "upload", sample_rate: int | None = No
             declared = handle.frames
             rate = int(handle.samplerate)
             check_format(rate, int(handle.channels), name)
-            wave = handle.read(dtype="float32", always_2d=True).T
+            limit = None if max_seconds is None else int(max_seconds * rate)
+            if declared >= UNKNOWN_FRAMES:  # the header does not say: decode block by block, up to the limit
+                declared = 0
+                blocks, total = [], 0
+                for block in _blocks_to_end(handle):
+                    blocks.append(block)
+                    total += block.shape[0]
+                    if limit is not None and total > limit:
+                        raise TooLongError(f"{name}: longer than {max_seconds:g} s (its header does not give its "
+                                           f"length; decoding stopped there)", None)
+                wave = (np.concatenate(blocks) if blocks else np.zeros((0, handle.channels), np.float32)).T
+            else:
+                if limit is not None and declared > limit:
+                    raise TooLongError(f"{name}: {declared / rate:.1f} s long, more than {max_seconds:g} s",
+                                       declared / rate)
+                wave = handle.read(dtype="float32", always_2d=True).T
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{name}: not a readable audio file ({err})") from None
     if wave.shape[1] == 0:

@@ -97,7 +97,7 @@ def _read_stem(uri: str, track: str, sample_rate: int) -> tuple[np.ndarray, int]
     try:
         file_info = audio.info(uri)
         wave, _ = audio.read(uri, sample_rate=sample_rate, mono=True)
-    except audio.AudioError as err:
+    except (ValueError, MemoryError) as err:  # AudioError, or a decoder's own complaint: skip the track, go on
         message = str(err)
         reason = "missing stem" if "not found" in message else (
             "truncated file" if "truncated" in message else (
