@@ -259,3 +259,30 @@ def test_a_stem_that_does_not_declare_its_length_is_read_not_fatal(slakh_root):
     after = load_track(str(slakh_root), "train", "Track00002", "slakh", ("Drums", "Bass"), SR)
     assert after.sources.shape == before.sources.shape
     np.testing.assert_allclose(after.sources, before.sources, atol=1e-3)
+
+
+def test_downloads_go_to_a_per_user_cache_and_are_reverified(s3_endpoint, tmp_path, monkeypatch):
+    """Weights folders fetched from S3 land in this user's cache (0700), and a copy is reused only while it
+    verifies: a tampered local file or a changed remote file is downloaded again."""
+    import os
+    import stat
+
+    from ucr import storage
+
+    monkeypatch.setenv("UCR_CACHE", str(tmp_path / "cache"))
+    remote = f"{s3_endpoint}/weights-{os.getpid()}"
+    storage.write_bytes(f"{remote}/config.json", b'{"a": 1}')
+    storage.write_bytes(f"{remote}/sub/model.safetensors", b"weights-v1")
+    local = storage.download_folder(remote)
+    assert local.startswith(str(tmp_path / "cache"))
+    assert stat.S_IMODE(os.stat(tmp_path / "cache").st_mode) == 0o700
+    model = os.path.join(local, "sub", "model.safetensors")
+    assert open(model, "rb").read() == b"weights-v1"
+    with open(model, "wb") as handle:  # planted in the cache: same size, other bytes
+        handle.write(b"weights-XX")
+    assert storage.download_folder(remote) == local
+    assert open(model, "rb").read() == b"weights-v1"  # caught by the checksum, fetched again
+    storage.write_bytes(f"{remote}/sub/model.safetensors", b"weights-v2 (longer)")
+    storage.download_folder(remote)
+    assert open(model, "rb").read() == b"weights-v2 (longer)"  # the remote changed: not served from the old copy
+    assert not [name for name in os.listdir(os.path.dirname(local)) if name.startswith(".partial-")]

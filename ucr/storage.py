@@ -9,8 +9,10 @@ single PUT (or multipart upload) completes, so a reader never sees half a file.
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -142,18 +144,87 @@ def remove(uri: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
+def cache_root() -> str:
+    """This user's cache folder for downloads: ``$UCR_CACHE``, else ``$XDG_CACHE_HOME/ucr``, else ``~/.cache/ucr``
+    (the convention Hugging Face and pip follow). Created 0700; refused if another user owns it."""
+    root = os.environ.get("UCR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ucr")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    if hasattr(os, "getuid") and os.stat(root).st_uid != os.getuid():
+        raise ValueError(f"the download cache {root} belongs to another user; set UCR_CACHE to a folder of "
+                              f"your own")
+    return root
+
+
+_MANIFEST = ".ucr-download.json"
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remote_listing(fs, path: str) -> dict[str, int]:
+    """``{relative path: size}`` of every file under a remote folder."""
+    base = path.rstrip("/") + "/"
+    return {name[len(base):]: int(info.get("size") or 0)
+            for name, info in fs.find(base, detail=True).items() if info.get("type", "file") == "file"}
+
+
+def _cache_is_valid(target: str, uri: str, remote: dict[str, int]) -> bool:
+    """The cached copy was completed for ``uri``, the remote still lists the same files at the same sizes, and every
+    local file still has the size and SHA-256 it had when it was downloaded."""
+    try:
+        manifest = json.loads(Path(target, _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    files = manifest.get("files") or {}
+    if manifest.get("uri") != uri or {name: entry.get("size") for name, entry in files.items()} != remote:
+        return False
+    for name, entry in files.items():
+        local = os.path.join(target, name)
+        if not os.path.isfile(local) or os.path.getsize(local) != entry["size"] or _sha256(local) != entry["sha256"]:
+            return False
+    return True
+
+
 def download_folder(uri: str, local_dir: str | None = None) -> str:
-    """Copy a remote folder to a local one (cached by URI) and return its path; local paths pass through."""
+    """Copy a remote folder to a local one and return its path; local paths pass through.
+
+    The copy lives in this user's cache (:func:`cache_root`, one folder per URI) unless ``local_dir`` is given. It is
+    reused only while it verifies: the remote lists the same files at the same sizes, and each local file has the
+    SHA-256 recorded when it was downloaded; otherwise it is downloaded again (into a fresh folder, then swapped in).
+    """
     if not is_remote(uri):
         return filesystem(uri)[1]
     fs, path = filesystem(uri)
-    target = local_dir or os.path.join(tempfile.gettempdir(), "ucr-download",
-                                       uuid.uuid5(uuid.NAMESPACE_URL, uri).hex)
-    marker = os.path.join(target, ".complete")
-    if not os.path.exists(marker):
-        if not fs.exists(path):
-            raise FileNotFoundError(f"{uri} does not exist")
-        os.makedirs(target, exist_ok=True)
-        fs.get(path.rstrip("/") + "/", target, recursive=True)
-        Path(marker).touch()
+    target = local_dir or os.path.join(cache_root(), "downloads", uuid.uuid5(uuid.NAMESPACE_URL, uri).hex)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{uri} does not exist")
+    remote = _remote_listing(fs, path)
+    if _cache_is_valid(target, uri, remote):
+        return target
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    try:
+        fs.get(path.rstrip("/") + "/", fresh + "/", recursive=True)
+        files = {}
+        for name, size in remote.items():
+            local = os.path.join(fresh, name)
+            if not os.path.isfile(local) or os.path.getsize(local) != size:
+                raise OSError(f"downloading {uri}: {name} arrived incomplete")
+            files[name] = {"size": size, "sha256": _sha256(local)}
+        Path(fresh, _MANIFEST).write_text(json.dumps({"uri": uri, "files": files}, indent=1))
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(fresh, target)
+    finally:
+        if os.path.exists(fresh):
+            shutil.rmtree(fresh, ignore_errors=True)
     return target
