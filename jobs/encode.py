@@ -25,6 +25,8 @@ def encode_parallel(config, settings, out: str, progress: bool = True) -> dict:
 
     codec = build_codec(config.codec)
     plan = latents.plan_encode(settings, codec.fingerprint, codec.describe(), out)
+    if plan.damaged:
+        print(f"[encode] {settings.split}: {plan.repair_note()}", flush=True)
     pending = plan.pending()
 
     @ray.remote(num_cpus=1)

@@ -145,6 +145,42 @@ def test_interrupted_encode_resumes_missing_shards_only(slakh_root, tmp_path):
     assert again["shards"] == manifest["shards"]
 
 
+def test_rerun_repairs_a_damaged_shard_and_counts_once(slakh_root, tmp_path):
+    """A complete cache with a corrupted shard: the rerun finds it by checksum, encodes it again, recomputes the
+    statistics from repaired data, keeps the dropped-chunk count, and removes a killed run's temp files."""
+    out = tmp_path / "cache"
+    settings = settings_for(slakh_root)
+    first = encode_split(settings, MDCTCodec(), str(out), progress=False)
+    good = (out / "shard-00001.pt").read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte, same size
+    (out / "shard-00001.pt").write_bytes(bytes(damaged))
+    (out / ".tmp-orphan").write_bytes(b"left by a kill")
+    messages = []
+    repaired = encode_split(settings, MDCTCodec(), str(out), progress=False, log=messages.append)
+    assert any("1 shard(s) failed their checksum (shard-00001.pt)" in m for m in messages), messages
+    assert (out / "shard-00001.pt").read_bytes() == good  # encoded again (deterministic codec)
+    assert repaired["complete"] and repaired["stats"] == first["stats"]
+    assert repaired["skipped"] == first["skipped"]  # re-encoding a shard does not count its drops twice
+    assert not (out / ".tmp-orphan").exists()
+    cache = LatentCache(str(out))
+    cache.item(cache.num_chunks - 1)  # reading verifies the checksum of the last shard
+
+
+def test_changed_audio_changes_the_dataset_fingerprint(slakh_root):
+    import os
+
+    from ucr.data.readers import dataset_fingerprint
+
+    tracks = list_tracks(str(slakh_root), "train")
+    before = dataset_fingerprint(str(slakh_root), "train", "slakh", tracks)
+    assert dataset_fingerprint(str(slakh_root), "train", "slakh", tracks) == before
+    stem = slakh_root / "train" / "Track00002" / "stems" / "S01.flac"
+    stat = stem.stat()
+    os.utime(stem, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # same bytes and size, new mtime
+    assert dataset_fingerprint(str(slakh_root), "train", "slakh", tracks) != before
+
+
 def test_no_half_written_shards(slakh_root, tmp_path, monkeypatch):
     out = tmp_path / "cache"
     from ucr.data import latents

@@ -19,9 +19,10 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -151,12 +152,35 @@ class EncodePlan:
     manifest: dict
     shards: list[list[str]]
     skipped: SkipReport
+    damaged: list[str] = field(default_factory=list)  # shards found damaged by plan_encode, to be encoded again
+
+    def repair_note(self) -> str:
+        return (f"{len(self.damaged)} shard(s) failed their checksum ({', '.join(self.damaged[:5])}): encoding them "
+                f"again")
 
     def pending(self) -> list[int]:
         """Indices of shards not written yet (or written but missing)."""
         return [i for i in range(len(self.shards))
                 if shard_name(i) not in self.manifest["shards"]
                 or not storage.exists(storage.join(self.out, shard_name(i)))]
+
+    def drop_damaged(self) -> list[str]:
+        """Verify every recorded shard against its size and SHA-256; forget the ones that fail (they are then pending
+        and get encoded again, and the statistics are recomputed from the repaired cache). Returns their names."""
+        damaged = []
+        for name, entry in sorted(self.manifest["shards"].items()):
+            uri = storage.join(self.out, name)
+            try:
+                data = storage.read_bytes(uri)
+            except FileNotFoundError:
+                continue  # missing: pending() already re-encodes it
+            if len(data) != entry.get("bytes") or _sha256(data) != entry.get("sha256"):
+                damaged.append(name)
+        for name in damaged:
+            del self.manifest["shards"][name]
+        if damaged:
+            self.manifest["complete"] = False
+        return damaged
 
 
 def plan_encode(settings: EncodeSettings, codec_fingerprint: str, codec_description: dict, out: str) -> EncodePlan:
@@ -184,7 +208,24 @@ def plan_encode(settings: EncodeSettings, codec_fingerprint: str, codec_descript
         old = json.loads(storage.read_text(previous))
         skipped.tracks = list(old.get("tracks", []))
         skipped.dropped_silent_chunks = int(old.get("dropped_silent_chunks", 0))
-    return EncodePlan(settings, out, manifest, shards, skipped)
+    plan = EncodePlan(settings, out, manifest, shards, skipped)
+    remove_orphaned_temp_files(out)
+    plan.damaged = plan.drop_damaged()
+    return plan
+
+
+def remove_orphaned_temp_files(out: str) -> list[str]:
+    """Delete the temporary files a killed run left in a local cache folder (``storage.write_bytes`` writes
+    ``.tmp-*`` beside its target, then renames). Encode runs on one output do not run at once (the manifest is one
+    file), so any such file belongs to a run that is gone. S3 writes leave no such files."""
+    if storage.is_remote(out) or not os.path.isdir(out):
+        return []
+    removed = []
+    for name in os.listdir(out):
+        if name.startswith(".tmp-"):
+            os.unlink(os.path.join(out, name))
+            removed.append(name)
+    return removed
 
 
 def write_shard(settings: EncodeSettings, codec: LatentCodec, out: str, index: int, tracks: list[str]
@@ -204,7 +245,12 @@ def record_shard(plan: EncodePlan, index: int, name: str, entry: dict, report: S
     tracks = set(plan.shards[index])
     plan.skipped.tracks = [t for t in plan.skipped.tracks if t["track"].split("/", 1)[-1] not in tracks]
     plan.skipped.merge(report)
+    # each shard carries its own count of dropped chunks, and the total is their sum: re-encoding a shard replaces
+    # its count instead of adding it a second time
+    entry = {**entry, "dropped_silent_chunks": report.dropped_silent_chunks}
     plan.manifest["shards"][name] = entry
+    plan.skipped.dropped_silent_chunks = sum(int(e.get("dropped_silent_chunks", 0))
+                                             for e in plan.manifest["shards"].values())
     storage.write_text(storage.join(plan.out, SKIPPED), json.dumps(plan.skipped.to_dict(), indent=1))
     storage.write_text(storage.join(plan.out, MANIFEST), json.dumps(plan.manifest, indent=1))
 
@@ -240,6 +286,8 @@ def encode_split(settings: EncodeSettings, codec: LatentCodec, out: str, progres
 
     started = time.monotonic()
     plan = plan_encode(settings, codec.fingerprint, codec.describe(), out)
+    if plan.damaged:
+        log(f"[encode] {settings.split}: {plan.repair_note()}")
     pending = plan.pending()
     bar = tqdm(total=len(plan.shards), initial=len(plan.shards) - len(pending), desc=f"encode {settings.split}",
                unit="shard", disable=not progress)

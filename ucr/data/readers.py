@@ -30,6 +30,9 @@ SLAKH_SPLITS = ("train", "validation", "test")
 MUSDB_STEMS = ("drums", "bass", "other", "vocals")
 
 
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")  # files whose size and mtime enter the dataset fingerprint
+
+
 class TrackSkipped(Exception):
     """One track cannot be used; ``reason`` is a short category, ``detail`` the full message."""
 
@@ -209,9 +212,19 @@ def chunk_track(track: Track, chunk_seconds: float, silence_rms: float) -> tuple
 
 
 def dataset_fingerprint(root: str, split: str, layout: str, tracks: list[str]) -> str:
-    """Changes when the split's track list or any track's metadata (or MUSDB file sizes) changes."""
+    """Changes when the split's track list, any track's metadata, or any audio file's size or modification time
+    changes (so edited audio is never served from shards encoded before the edit)."""
     digest = hashlib.sha256(f"{layout}|{split}|".encode())
     fs, base = storage.filesystem(storage.join(root, split))
+    base = base.rstrip("/")
+    try:  # one listing of the whole split (one request per 1000 objects on S3), grouped by track below
+        listing = fs.find(base, detail=True)
+    except FileNotFoundError:
+        listing = {}
+    audio_by_track: dict[str, list[str]] = {}
+    for path in sorted(listing):
+        if path.endswith(AUDIO_SUFFIXES):
+            audio_by_track.setdefault(path[len(base) + 1:].split("/", 1)[0], []).append(path)
     for name in tracks:
         digest.update(name.encode())
         if layout == "slakh":
@@ -219,10 +232,8 @@ def dataset_fingerprint(root: str, split: str, layout: str, tracks: list[str]) -
                 digest.update(storage.read_bytes(storage.join(root, split, name, "metadata.yaml")))
             except FileNotFoundError:
                 digest.update(b"<no metadata>")
-        else:
-            for stem in ("mixture",) + MUSDB_STEMS:
-                try:
-                    digest.update(str(fs.size(f"{base}/{name}/{stem}.wav")).encode())
-                except FileNotFoundError:
-                    digest.update(b"<missing>")
+        for path in audio_by_track.get(name, []):
+            entry = listing[path]
+            stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("ETag") or ""
+            digest.update(f"{path[len(base):]}|{entry.get('size')}|{stamp}".encode())
     return digest.hexdigest()[:16]
