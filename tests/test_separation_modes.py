@@ -226,3 +226,44 @@ def test_per_component_strides_coarsen_only_their_component():
     assert torch.allclose(z[:, 1], hold_block_means(fine[:, 1], 4))
     with pytest.raises(ValueError, match="one stride per component"):
         load_config("smoke", {"model.component_strides": [1, 2, 4]})
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_remix_targets_are_the_models_own_components_moved_across_the_batch(k):
+    model = tiny_model(k)
+    x = torch.randn(6, 8, 16)
+    remixed, targets = model.remix_targets(x, torch.Generator().manual_seed(4))
+    assert remixed.shape == (6, 8, 16) and targets.shape == (6, k, 8, 16)
+    torch.testing.assert_close(targets.mean(1), remixed)  # the composition operator makes the new mixtures
+    # the same separation, done by hand: one pass (the generator's first draw), the blind residual rule
+    gen = torch.Generator().manual_seed(4)
+    parts = model.denormalize(model.one_pass(x, model.components(x), model.remix_alpha, 1, gen))
+    mixture = model.denormalize(x)
+    parts = model.normalize(replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture).mean(0)))
+    torch.testing.assert_close(targets[:, 0], parts[:, 0])  # component 0 stays with its example
+    for j in range(1, k):  # every other component comes from some example of the batch, each example once
+        sources = [int(torch.stack([(targets[b, j] - parts[e, j]).abs().max() for e in range(6)]).argmin())
+                   for b in range(6)]
+        assert sorted(sources) == list(range(6))
+        torch.testing.assert_close(targets[:, j], parts[sources, j])
+
+
+def test_remix_weight_adds_the_weighted_remix_loss():
+    mixture = torch.randn(4, 8, 16)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8).eval()
+    remix = build_decomposer(load_config("smoke", {"model.remix_weight": 0.5}).model, latent_channels=8).eval()
+    remix.load_state_dict(paper.state_dict())
+    base = paper.loss(mixture, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    total = remix.loss(mixture, gen)
+    # the paper's loss consumes the generator first, then the remix loss continues with it
+    gen_again = torch.Generator().manual_seed(2)
+    paper.loss(mixture, gen_again)
+    expected = 0.5 * paper.remix_loss(paper.normalize(mixture), gen_again)
+    assert expected.min() > 0
+    torch.testing.assert_close(total - base, expected, atol=1e-5, rtol=1e-4)
+    total.mean().backward()
+    assert all(p.grad is not None for p in remix.encoders.parameters())  # z of the remixed mixtures is trained
+    for bad in ({"model.remix_weight": -1.0}, {"model.remix_alpha": 1.5}):
+        with pytest.raises(ValueError, match="remix"):
+            load_config("smoke", bad)

@@ -274,3 +274,19 @@ def test_old_pickled_checkpoint_is_refused_then_converted_knowingly(tmp_path):
     converted = ckpt.load(str(tmp_path / "new.pt"))
     assert converted["step"] == 7
     ckpt.set_rng_state(converted["rng"])
+
+
+def test_warm_start_loads_the_weights_and_starts_a_fresh_run(train_cache, tmp_path):
+    first = build_decomposer_trainer(tiny(**{"train.steps": 3}), train_cache, str(tmp_path / "first"),
+                                     progress=False)
+    first.fit()
+    warm = build_decomposer_trainer(tiny(**{"train.init_from": str(tmp_path / "first")}), train_cache,
+                                    str(tmp_path / "warm"), progress=False)
+    torch.testing.assert_close(weights(warm.module), weights(first.module), rtol=0, atol=0)
+    assert warm.step == 0 and not warm.resume_if_possible()  # a new run: its own step, optimiser and folder
+    other = tiny(**{"train.init_from": str(tmp_path / "first"), "model.unet_channels": [8, 16]})
+    with pytest.raises(ValueError, match="another architecture"):
+        build_decomposer_trainer(other, train_cache, str(tmp_path / "other"), progress=False)
+    with pytest.raises(ValueError, match="supervised"):
+        build_decomposer_trainer(tiny(**{"train.init_from": str(tmp_path / "first")}), train_cache,
+                                 str(tmp_path / "sup"), supervised=True, progress=False)

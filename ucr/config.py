@@ -141,9 +141,17 @@ class ModelConfig:
     # per-component strides (one per z_k; empty = component_stride for all): an asymmetry put in on purpose, e.g.
     # [1, 8] lets z_0 follow transients while z_1 can only follow slow changes (ours)
     component_strides: tuple[int, ...] = ()
+    # weight of the remix-consistency loss (ours; the paper: 0). The model, without gradients, separates the batch
+    # in one pass at remix_alpha (blind residual rule); component k of example b is paired with component j of other
+    # examples (an independent shuffle per component) into new mixtures, and the model must give those components
+    # back from their mixture. A redundant decomposition (every z_k the same code) cannot: it is what this penalises
+    remix_weight: float = 0.0
+    remix_alpha: float = 0.3  # alpha* of the one-pass separation that makes the remix targets
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
+        _in_range("model.remix_weight", self.remix_weight, 0.0)
+        _in_range("model.remix_alpha", self.remix_alpha, 0.0, 1.0)
         _is_int("model.component_stride", self.component_stride, 1, 256)
         for stride in self.component_strides:
             _is_int("model.component_strides[]", stride, 1, 256)
@@ -220,6 +228,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); the checkpoint is still written
+    # warm start: a checkpoint (file, run folder or s3:// URI) of the same kind and architecture whose weights (EMA
+    # when present) initialise the model; the optimiser, step and RNG start fresh. "" = random initial weights
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         _is_int("train.steps", self.steps, 1, 10**9)

@@ -7,6 +7,7 @@ Training sees mixtures only::
     x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
     loss   = |x_hat - x|^2                     x0-prediction
              (+ lambda * mean_{k<j} corr(z_k, z_j)^2 when model.z_decorrelation = lambda > 0; ours, not the paper's)
+             (+ mu * remix consistency when model.remix_weight = mu > 0; ours, see :meth:`Decomposer.remix_loss`)
 
 Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
 component k's latent. With the paper's mean mixing (mixture = mean of the sources), component k estimates a source at
@@ -48,8 +49,13 @@ class Decomposer(nn.Module):
                  component_channels: int = 1, unet_channels=(128, 128, 256, 256, 512), blocks_per_level: int = 1,
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
-                 z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1) -> None:
+                 z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
+                 remix_weight: float = 0.0, remix_alpha: float = 0.3) -> None:
         super().__init__()
+        if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
+            raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
+        self.remix_weight = float(remix_weight)  # weight of remix_loss() in loss(); paper: 0
+        self.remix_alpha = float(remix_alpha)
         strides = (component_stride,) * n_components if isinstance(component_stride, int) else tuple(component_stride)
         if len(strides) != n_components or any(int(s) < 1 for s in strides):
             raise ValueError(f"component_stride must be one int >= 1 or one per component ({n_components}), "
@@ -127,7 +133,43 @@ class Decomposer(nn.Module):
         loss = iadb.x0_loss(prediction, x)
         if self.z_decorrelation > 0.0:
             loss = loss + self.z_decorrelation * component_correlation(z)
+        if self.remix_weight > 0.0:
+            loss = loss + self.remix_weight * self.remix_loss(x, generator)
         return loss
+
+    def remix_targets(self, x: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """New mixtures made of this model's own components, and those components (no gradients; ours).
+
+        The normalised mixtures ``x [B, C, T]`` are separated in one pass at ``remix_alpha`` (one noise draw) with
+        the blind residual rule, so each example's components compose to it exactly. Component 0 keeps its example;
+        every other component k is moved to another example by its own random permutation ``pi_k`` of the batch.
+        Returns ``(remixed [B, C, T], targets [B, K, C, T])``, both normalised, with ``targets[b, k]`` = component
+        k of example ``pi_k(b)`` and ``remixed = mean_k targets[:, k]`` (the composition operator).
+        """
+        B, K = x.shape[0], self.n_components
+        with torch.no_grad():
+            parts = self.denormalize(self.one_pass(x, self.components(x), self.remix_alpha, 1, generator))
+            mixture = self.denormalize(x)
+            parts = self.normalize(replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture)
+                                                         .mean(dim=0)))  # [B, K, C, T], mean_k == x
+            source = generator.device if generator is not None else x.device
+            order = [torch.arange(B, device=x.device)] + [
+                torch.randperm(B, generator=generator, device=source).to(x.device) for _ in range(K - 1)]
+            targets = torch.stack([parts[order[k], k] for k in range(K)], dim=1)  # [B, K, C, T]
+        return self.compose(targets), targets
+
+    def remix_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Remix consistency (ours, after RemixIT / self-remixing in unsupervised source separation): the model
+        must give back, from a mixture of components of different examples (:meth:`remix_targets`), exactly those
+        components, each from its own z_k — through the same noisy-mixture input as :meth:`loss`. A redundant
+        decomposition fails it (each of its components is the whole mixture), and a component that is noise in
+        the model's own separation is replaced by the coherent residual in the targets. ``x [B, C, T]``
+        (normalised) -> ``[B]``.
+        """
+        remixed, targets = self.remix_targets(x, generator)
+        x_alpha, alpha, _noise = iadb.training_inputs(remixed, generator, self.train_alpha_max)
+        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, self.components(remixed)), targets)
 
     def supervised_loss(self, mixture: torch.Tensor, sources: torch.Tensor,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -337,4 +379,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
                       train_alpha_max=model_config.train_alpha_max,
                       z_decorrelation=model_config.z_decorrelation,
-                      component_stride=model_config.component_strides or model_config.component_stride)
+                      component_stride=model_config.component_strides or model_config.component_stride,
+                      remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha)

@@ -42,7 +42,10 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
                          f"(the number of sources {list(cache.sources)})")
     device = device or resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)  # the initial weights
-    model = build_decomposer(config.model, cache.channels, stats).to(device)
+    model = build_decomposer(config.model, cache.channels, stats)
+    if config.train.init_from:
+        warm_start(model, config.train.init_from, supervised)
+    model = model.to(device)
     if wrap is not None:
         model = wrap(model)
     per_rank = max(1, config.train.batch_size // world_size)
@@ -59,6 +62,23 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
              "sources": list(cache.sources), "cache": cache_uri}
     return Trainer(model, batch_fn, config.train, run_uri, extra, device=device, rank=rank, world_size=world_size,
                    hooks=hooks, progress=progress)
+
+
+def warm_start(model, checkpoint_uri: str, supervised: bool = False) -> None:
+    """``train.init_from``: load the weights (EMA when present) of a decomposer / supervised checkpoint into
+    ``model``, refusing one of another kind or architecture with a sentence that says which."""
+    from ucr.train import checkpoint as ckpt
+
+    state = decomposer_state(ckpt.load(checkpoint_uri))
+    kind = "supervised" if supervised else "decomposer"
+    if state["kind"] != kind:
+        raise ValueError(f"train.init_from = {checkpoint_uri} is a {state['kind']} checkpoint; this run trains a "
+                         f"{kind}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"train.init_from = {checkpoint_uri} holds weights of another architecture (its model "
+                         f"section must match this run's): {str(err).splitlines()[0]}") from None
 
 
 def decomposer_state(payload: dict) -> dict:
