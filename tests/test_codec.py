@@ -113,7 +113,7 @@ def test_missing_weights_fail_fast_with_remedy(tmp_path):
         load_encodec_model("facebook/encodec_24khz")
     assert time.monotonic() - started < 5
     message = str(info.value)
-    assert "huggingface-cli download facebook/encodec_24khz" in message
+    assert "hf download facebook/encodec_24khz" in message and "--codec mdct" in message
     assert "codec.weights" in message and "HF_HUB_OFFLINE" in message and "codec.name=mdct" in message
     with pytest.raises(WeightsNotFoundError, match="no config.json"):
         load_encodec_model(str(tmp_path))
