@@ -174,8 +174,12 @@ def ray_storage(uri: str):
 def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: str, name: str, workers: int = 1,
                        gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 2,
                        decomposer: str | None = None, mlflow_run_id: str | None = None,
-                       extra_loop_config: dict | None = None, callbacks: list | None = None, quiet: bool = False):
-    """The ``TorchTrainer`` for a decomposer / supervised / prior run (the one builder jobs and tune share)."""
+                       extra_loop_config: dict | None = None, callbacks: list | None = None, quiet: bool = False,
+                       placement_strategy: str = "PACK"):
+    """The ``TorchTrainer`` for a decomposer / supervised / prior run (the one builder jobs and tune share).
+
+    ``placement_strategy``: ``PACK`` (workers on as few nodes as possible: fastest all-reduce) or ``SPREAD`` (one
+    per node where possible, so losing a node costs fewer workers; soft: a restart packs onto what is left)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -191,7 +195,8 @@ def make_torch_trainer(kind: str, config, cache: str, run_uri: str, ray_root: st
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                     placement_strategy=placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=max_failures),
@@ -204,7 +209,12 @@ def add_scaling_args(parser) -> None:
     parser.add_argument("--gpus-per-worker", type=float, default=0.0,
                         help="GPUs per worker (NCCL when > 0; fractions share a GPU); default 0: CPU and gloo")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before giving up")
+    parser.add_argument("--max-failures", type=int, default=2,
+                        help="worker-group restarts before giving up (a lost worker or node restarts the group from "
+                             "the latest checkpoint)")
+    parser.add_argument("--placement-strategy", choices=["PACK", "SPREAD"], default="PACK",
+                        help="PACK: workers on as few nodes as possible (default); SPREAD: across nodes, so a lost "
+                             "node costs fewer workers")
 
 
 def log_outcome(run_uri: str, stage: str) -> dict:
@@ -266,7 +276,8 @@ def run(args, kind: str = "decomposer") -> dict:
                                      name=f"{common.run_name(args, config)}-{kind}", workers=args.workers,
                                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                                      max_failures=args.max_failures, decomposer=decomposer,
-                                     mlflow_run_id=child.info.run_id, quiet=args.quiet)
+                                     mlflow_run_id=child.info.run_id, quiet=args.quiet,
+                                     placement_strategy=args.placement_strategy)
         result = trainer.fit()
         if result.error:
             raise result.error

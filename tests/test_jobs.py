@@ -214,6 +214,43 @@ def test_killed_worker_costs_at_most_one_checkpoint_interval(stack, tmp_path, sl
     shutil.rmtree(tmp_path / "ray", ignore_errors=True)
 
 
+@pytest.mark.timeout(900)
+def test_losing_a_whole_node_costs_at_most_one_checkpoint_interval(tmp_path, slakh_root):
+    """A head plus a second node (`ray start --address`, token auth, in a network namespace that has only loopback);
+    the second node's raylet and workers are killed mid-training; the run restarts from the latest checkpoint on the
+    head and finishes, and MLflow's history has every step (tests/two_node.py)."""
+    import mlflow
+
+    from ucr.codec import MDCTCodec
+    from ucr.config import load_config
+    from ucr.data.latents import EncodeSettings, encode_split
+
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare -n` (a private network namespace keeps the two-node cluster off the network)")
+    cache = str(tmp_path / "cache")
+    encode_split(EncodeSettings.from_config(load_config("smoke"), str(slakh_root), "train", False, 2),
+                 MDCTCodec(), cache, progress=False)
+    steps, every, log_every = 120, 20, 5
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    probe = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.two_node", "--cache", cache,
+                            "--work", str(tmp_path), "--steps", str(steps), "--every", str(every),
+                            "--log-every", str(log_every)], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=800)
+    lines = [line for line in probe.stdout.splitlines() if line.startswith("RESULT ")]
+    assert probe.returncode == 0 and lines, probe.stdout[-3000:] + probe.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["interfaces"] == ["lo"]  # nothing of this cluster was reachable from the network
+    killed = " ".join(cmd for _, cmd in result["killed"])
+    assert "raylet" in killed and "RayTrainWorker" in killed, result["killed"]  # the node, not only a worker
+    assert result["nodes_before"] == 2 and result["nodes_after"] == 1
+    assert result["error"] is None and result["final_step"] == steps
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged_steps = [m.step for m in client.get_metric_history(result["run_id"], "loss")]
+    replayed = (len(logged_steps) - len(set(logged_steps))) * log_every
+    assert replayed <= every, (replayed, every)  # at most one checkpoint interval is redone
+    assert sorted(set(logged_steps)) == list(range(log_every, steps + 1, log_every))  # nothing lost in MLflow
+
+
 EMBEDDED_RAY_PROBE = """
 import json, os, sys, time
 sys.path[:0] = [sys.argv[1]]
