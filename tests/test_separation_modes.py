@@ -267,3 +267,17 @@ def test_remix_weight_adds_the_weighted_remix_loss():
     for bad in ({"model.remix_weight": -1.0}, {"model.remix_alpha": 1.5}):
         with pytest.raises(ValueError, match="remix"):
             load_config("smoke", bad)
+
+
+def test_a_frozen_remix_teacher_makes_the_targets():
+    model, teacher = tiny_model(2), tiny_model(2)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), teacher.state_dict().values()))
+    x = torch.randn(4, 8, 16)
+    by_teacher = teacher.remix_targets(x, torch.Generator().manual_seed(1))
+    model.set_remix_teacher(teacher)
+    got = model.remix_targets(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got[1], by_teacher[1])
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert set(model.state_dict()) == set(tiny_model(2).state_dict())  # not saved with the model
+    with pytest.raises(ValueError, match="remix_teacher"):
+        load_config("smoke", {"model.remix_teacher": "ema"})

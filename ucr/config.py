@@ -147,11 +147,16 @@ class ModelConfig:
     # back from their mixture. A redundant decomposition (every z_k the same code) cannot: it is what this penalises
     remix_weight: float = 0.0
     remix_alpha: float = 0.3  # alpha* of the one-pass separation that makes the remix targets
+    # who separates for the remix targets: "self" (the model being trained, without gradients) or "initial" (a frozen
+    # copy of the train.init_from weights: a fixed teacher, as in RemixIT's first round)
+    remix_teacher: str = "self"
 
     def __post_init__(self) -> None:
         _is_int("model.n_components", self.n_components, 1, 16)
         _in_range("model.remix_weight", self.remix_weight, 0.0)
         _in_range("model.remix_alpha", self.remix_alpha, 0.0, 1.0)
+        if self.remix_teacher not in ("self", "initial"):
+            raise ValueError(f"model.remix_teacher = {self.remix_teacher!r}; choose self or initial")
         _is_int("model.component_stride", self.component_stride, 1, 256)
         for stride in self.component_strides:
             _is_int("model.component_strides[]", stride, 1, 256)

@@ -56,6 +56,7 @@ class Decomposer(nn.Module):
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
         self.remix_weight = float(remix_weight)  # weight of remix_loss() in loss(); paper: 0
         self.remix_alpha = float(remix_alpha)
+        self._remix_teacher: tuple[Decomposer, ...] = ()  # a frozen teacher (set_remix_teacher); none = the model
         strides = (component_stride,) * n_components if isinstance(component_stride, int) else tuple(component_stride)
         if len(strides) != n_components or any(int(s) < 1 for s in strides):
             raise ValueError(f"component_stride must be one int >= 1 or one per component ({n_components}), "
@@ -137,19 +138,28 @@ class Decomposer(nn.Module):
             loss = loss + self.remix_weight * self.remix_loss(x, generator)
         return loss
 
+    def set_remix_teacher(self, teacher: "Decomposer") -> None:
+        """Make the remix targets with a frozen ``teacher`` (same architecture and device) instead of this model.
+        The teacher is held outside the module tree: it is not trained, saved or synchronised."""
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        self._remix_teacher = (teacher.eval(),)
+
     def remix_targets(self, x: torch.Tensor, generator: torch.Generator | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """New mixtures made of this model's own components, and those components (no gradients; ours).
 
-        The normalised mixtures ``x [B, C, T]`` are separated in one pass at ``remix_alpha`` (one noise draw) with
+        The normalised mixtures ``x [B, C, T]`` are separated (by this model, or by the frozen teacher of
+        :meth:`set_remix_teacher`) in one pass at ``remix_alpha`` (one noise draw) with
         the blind residual rule, so each example's components compose to it exactly. Component 0 keeps its example;
         every other component k is moved to another example by its own random permutation ``pi_k`` of the batch.
         Returns ``(remixed [B, C, T], targets [B, K, C, T])``, both normalised, with ``targets[b, k]`` = component
         k of example ``pi_k(b)`` and ``remixed = mean_k targets[:, k]`` (the composition operator).
         """
         B, K = x.shape[0], self.n_components
+        teacher = self._remix_teacher[0] if self._remix_teacher else self
         with torch.no_grad():
-            parts = self.denormalize(self.one_pass(x, self.components(x), self.remix_alpha, 1, generator))
+            parts = self.denormalize(teacher.one_pass(x, teacher.components(x), self.remix_alpha, 1, generator))
             mixture = self.denormalize(x)
             parts = self.normalize(replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture)
                                                          .mean(dim=0)))  # [B, K, C, T], mean_k == x

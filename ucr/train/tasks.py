@@ -46,6 +46,12 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
     if config.train.init_from:
         warm_start(model, config.train.init_from, supervised)
     model = model.to(device)
+    if config.model.remix_weight > 0 and config.model.remix_teacher == "initial":
+        if not config.train.init_from:
+            raise ValueError("model.remix_teacher = initial needs train.init_from (the teacher's weights)")
+        import copy
+
+        model.set_remix_teacher(copy.deepcopy(model))
     if wrap is not None:
         model = wrap(model)
     per_rank = max(1, config.train.batch_size // world_size)
