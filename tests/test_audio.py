@@ -93,7 +93,7 @@ def test_missing_file(tmp_path):
 
 def test_unsupported_extension(tmp_path):
     with pytest.raises(ValueError, match="unsupported extension"):
-        audio.write(str(tmp_path / "x.mp3"), tone_mix(0.1), SR)
+        audio.write(str(tmp_path / "x.m4a"), tone_mix(0.1), SR)
 
 
 def test_files_that_do_not_declare_their_length_decode_in_full(tmp_path):

@@ -158,30 +158,66 @@ def decode_bytes(data: bytes, name: str = "upload", sample_rate: int | None = No
     return np.ascontiguousarray(wave, dtype=np.float32), rate
 
 
+# Output formats: container -> (default subtype, subtypes a user may ask for by bit depth)
+FORMATS = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
+EXTENSIONS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+SAMPLE_FORMATS = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}
+_FORMAT_SAMPLE_FORMATS = {"WAV": ("int16", "int24", "float32"), "FLAC": ("int16", "int24")}
+MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1/2/2.5 Layer III
+
+
+def output_subtype(format: str, sample_format: str | None = None) -> str:
+    """The soundfile subtype for ``format`` (WAV, FLAC, OGG, MP3) and an optional ``sample_format`` (int16, int24,
+    float32); a clear error for a combination the format cannot store or this libsndfile cannot encode."""
+    format = format.upper()
+    if format not in FORMATS:
+        raise ValueError(f"unknown audio format {format!r}; choose one of {sorted(FORMATS)}")
+    if format == "MP3" and "MPEG_LAYER_III" not in sf.available_subtypes("MP3"):
+        raise ValueError(f"this soundfile/libsndfile ({sf.__libsndfile_version__}) cannot encode MP3 (it needs "
+                         f"libsndfile 1.1 or later built with LAME and mpg123); write WAV or FLAC instead")
+    if sample_format is None:
+        return FORMATS[format]
+    allowed = _FORMAT_SAMPLE_FORMATS.get(format, ())
+    if sample_format not in allowed:
+        raise ValueError(f"{format} cannot store {sample_format} samples" + (
+            f"; choose one of {list(allowed)}" if allowed else " (its sample format is fixed); drop the option"))
+    return SAMPLE_FORMATS[sample_format]
+
+
 def encode_bytes(wave: np.ndarray, sample_rate: int, format: str = "WAV", subtype: str | None = None) -> bytes:
-    """``[channels, L]`` or ``[L]`` float -> encoded file bytes (WAV float32 by default, or FLAC/OGG)."""
+    """``[channels, L]`` or ``[L]`` float -> encoded file bytes (WAV float32 by default, or FLAC/OGG/MP3).
+    Every format but float WAV clips to full scale [-1, 1]."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 1:
         wave = wave[None]
     if wave.ndim != 2:
         raise ValueError(f"expected a waveform [channels, L], got shape {wave.shape}")
     format = format.upper()
-    if subtype is None:
-        subtype = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS"}.get(format)
-    if format in ("FLAC", "OGG"):
+    subtype = subtype or output_subtype(format)
+    if format == "MP3" and sample_rate not in MP3_SAMPLE_RATES:
+        raise ValueError(f"MP3 cannot store {sample_rate} Hz audio; choose an output rate among {MP3_SAMPLE_RATES}")
+    if subtype != "FLOAT":  # integer and compressed encodings wrap or distort past full scale
         wave = np.clip(wave, -1.0, 1.0)
     buffer = io.BytesIO()
     sf.write(buffer, wave.T, sample_rate, format=format, subtype=subtype)
     return buffer.getvalue()
 
 
-def write(uri: str, wave: np.ndarray, sample_rate: int) -> None:
-    """Atomically write a waveform; the format follows the extension (.wav float32, .flac 24-bit, .ogg)."""
-    suffix = str(uri).rsplit(".", 1)[-1].upper()
-    format = {"WAV": "WAV", "FLAC": "FLAC", "OGG": "OGG"}.get(suffix)
+def format_of(uri: str) -> str:
+    """The container a file name asks for, from its extension (.wav, .flac, .ogg, .mp3)."""
+    format = EXTENSIONS.get(str(uri).rsplit(".", 1)[-1].lower())
     if format is None:
-        raise ValueError(f"{uri}: unsupported extension; use .wav, .flac or .ogg")
-    storage.write_bytes(uri, encode_bytes(wave, sample_rate, format=format))
+        raise ValueError(f"{uri}: unsupported extension; use one of {['.' + e for e in EXTENSIONS]}")
+    return format
+
+
+def write(uri: str, wave: np.ndarray, sample_rate: int, sample_format: str | None = None) -> None:
+    """Atomically write a waveform ``[channels, L]`` or ``[L]``; the format follows the extension (.wav float32,
+    .flac 24-bit, .ogg, .mp3), ``sample_format`` (int16, int24, float32) overrides the bit depth of WAV and FLAC.
+    A local file gets the usual mode of a new file (0644 under the common umask)."""
+    format = format_of(uri)
+    storage.write_bytes(uri, encode_bytes(wave, sample_rate, format=format,
+                                          subtype=output_subtype(format, sample_format)))
 
 
 # Bounds on what is decoded at all: beyond them a file is not music audio, and decoding it would cost memory for

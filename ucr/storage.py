@@ -105,8 +105,24 @@ def open_read(uri: str) -> IO[bytes]:
     return fs.open(path, "rb")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (``os.umask`` alone can only be read by
+    setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(uri: str, data: bytes) -> None:
-    """Atomically write ``data`` to ``uri`` (temp file + rename locally; one PUT on S3)."""
+    """Atomically write ``data`` to ``uri`` (temp file + rename locally; one PUT on S3). A local file gets the usual
+    mode of a new file (0666 less the umask), not the temp file's 0600."""
     fs, path = filesystem(uri)
     if is_remote(uri):
         fs.pipe_file(path, data)
@@ -115,6 +131,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     os.makedirs(folder, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask: 0644 usually)
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
