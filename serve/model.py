@@ -32,7 +32,8 @@ def _load(settings: ModelSettings) -> LoadedModel:
     started = time.perf_counter()
     source = resolve(settings.model, tracking_uri=settings.tracking_uri)
     try:
-        pipeline = Pipeline.from_checkpoint(source.checkpoint, device=settings.device)
+        pipeline = Pipeline.from_checkpoint(source.checkpoint, device=settings.device,
+                                            component_sources=source.card.get("component_sources"))
     finally:
         source.cleanup()  # the weights are in memory now; downloaded files are not needed
     logger.info("loaded %s (version %s) in %.1f s", source.reference, source.version,

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
-DEFAULT_MODEL = "models:/ucr@champion"
+from ucr.models import COMPONENT_SOURCES_TAG, checkpoint_name, parse_registry_reference
+from ucr.models import DEFAULT_REGISTRY_MODEL as DEFAULT_MODEL
+
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "ucr.json"
 
-_REGISTRY_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+__all__ = ["DEFAULT_MODEL", "ModelSource", "checkpoint_name", "parse_registry_reference", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,10 @@ class ModelSource:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def parse_registry_reference(reference: str) -> tuple[str, str | None, str | None] | None:
-    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3"); other URIs -> None."""
-    if not reference.startswith("models:/"):
-        return None
-    match = _REGISTRY_REF.match(reference)
-    if match is None:
-        raise ValueError(f"model reference {reference!r} is not understood; use models:/<name>@<alias>, "
-                         f"models:/<name>/<version>, or a checkpoint path or s3:// URI")
-    return match["name"], match["alias"], match["version"]
-
-
-def resolve(reference: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> ModelSource:
-    """Turn a configured reference into a :class:`ModelSource` (downloading registry artifacts to a temp folder)."""
+def resolve(reference: str, tracking_uri: str | None = None, registry_uri: str | None = None,
+            workdir: str | None = None) -> ModelSource:
+    """Turn a configured reference into a :class:`ModelSource`, downloading registry artifacts to a new temporary
+    folder (or into ``workdir``, a folder the caller owns and removes)."""
     reference = reference.strip()
     if not reference:
         raise ValueError(f"the model reference is empty; set UCR_MODEL (e.g. {DEFAULT_MODEL}) or a checkpoint URI")
@@ -80,45 +73,42 @@ def resolve(reference: str, tracking_uri: str | None = None, registry_uri: str |
     if parsed is None:
         return ModelSource(reference=reference, checkpoint=reference, name=checkpoint_name(reference))
     name, alias, version = parsed
-    return _resolve_registry(reference, name, alias, version, tracking_uri, registry_uri)
-
-
-def checkpoint_name(uri: str) -> str:
-    """A readable name for a checkpoint URI: the file's stem, or its run folder for final.pt / step-*.pt."""
-    parts = [part for part in uri.rstrip("/").split("/") if part]
-    stem = parts[-1][:-3] if parts[-1].endswith(".pt") else parts[-1]
-    if stem in ("final", "checkpoint") or stem.startswith("step-"):
-        run = parts[-3] if len(parts) >= 3 and parts[-2] == "checkpoints" else parts[-2] if len(parts) >= 2 else stem
-        return run
-    return stem
+    return _resolve_registry(reference, name, alias, version, tracking_uri, registry_uri, workdir)
 
 
 def _resolve_registry(reference: str, name: str, alias: str | None, version: str | None,
-                      tracking_uri: str | None, registry_uri: str | None) -> ModelSource:
+                      tracking_uri: str | None, registry_uri: str | None, workdir: str | None = None) -> ModelSource:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     where = tracking_uri or mlflow.get_tracking_uri()
-    if alias is not None:
-        try:
-            version = str(client.get_model_version_by_alias(name, alias).version)
-        except MlflowException as err:
-            raise ValueError(f"{reference}: no version of registered model {name!r} has alias {alias!r} in the "
-                             f"registry at {where} ({err.message})") from None
-    workdir = tempfile.mkdtemp(prefix=f"ucr-serve-{name}-v{version}-")
+    try:
+        if alias is not None:
+            registered = client.get_model_version_by_alias(name, alias)
+            version = str(registered.version)
+        else:
+            registered = client.get_model_version(name, version)
+    except MlflowException as err:
+        what = f"no version of registered model {name!r} has alias {alias!r}" if alias is not None else \
+            f"registered model {name!r} has no version {version}"
+        raise ValueError(f"{reference}: {what} in the registry at {where} ({err.message})") from None
+    owned = workdir is None
+    workdir = tempfile.mkdtemp(prefix=f"ucr-serve-{name}-v{version}-") if owned else workdir
     try:
         # The pinned version, not the alias: the alias may move between the lookup and the download.
         folder = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=workdir,
                                                      tracking_uri=tracking_uri, registry_uri=registry_uri)
     except MlflowException as err:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if owned:
+            shutil.rmtree(workdir, ignore_errors=True)
         raise ValueError(f"{reference}: could not download version {version} from the registry at {where} "
                          f"({err.message})") from None
     checkpoint = os.path.join(folder, CHECKPOINT_FILE)
     if not os.path.isfile(checkpoint):
-        shutil.rmtree(workdir, ignore_errors=True)
+        if owned:
+            shutil.rmtree(workdir, ignore_errors=True)
         raise ValueError(f"{reference}: version {version} has no {CHECKPOINT_FILE} in its artifacts "
                          f"(found {sorted(os.listdir(folder))}); register it with the UCR register job")
     card = {}
@@ -129,5 +119,67 @@ def _resolve_registry(reference: str, name: str, alias: str | None, version: str
                 card = json.load(handle)
         except (OSError, ValueError):
             card = {}  # the card is informative only; a damaged one does not block serving
+    card = card if isinstance(card, dict) else {}
+    if registered.tags.get(COMPONENT_SOURCES_TAG):  # set by the evaluate stage, after registration
+        try:
+            card["component_sources"] = json.loads(registered.tags[COMPONENT_SOURCES_TAG])
+        except ValueError:
+            pass  # informative only, like the card
     return ModelSource(reference=reference, checkpoint=checkpoint, name=name, version=version, alias=alias,
-                       card=card if isinstance(card, dict) else {}, workdir=workdir)
+                       card=card, workdir=workdir if owned else None)
+
+
+def _missing(err) -> bool:
+    """An MLflow error that means "no such model, version or alias" (not "the registry did not answer")."""
+    return getattr(err, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serve.source REFERENCE --dst FOLDER [--if-exists]``: download a registered version into FOLDER
+    and print one JSON line (checkpoint, name, version, alias, card) — how the ``ucr`` command, which never imports
+    MLflow, reads the registry. With ``--if-exists`` a missing model or alias prints ``null``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m serve.source", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reference", help="models:/<name>@<alias> or models:/<name>/<version>")
+    parser.add_argument("--dst", required=True, help="folder to download the version's artifacts into")
+    parser.add_argument("--if-exists", action="store_true", help="print null when there is no such model or alias")
+    args = parser.parse_args(argv)
+    try:
+        if parse_registry_reference(args.reference) is None:
+            raise ValueError(f"{args.reference!r} is not a registry reference (models:/<name>@<alias>)")
+        if args.if_exists and not _registered(args.reference):
+            print("null")
+            return 0
+        source = resolve(args.reference, workdir=args.dst)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"checkpoint": source.checkpoint, "name": source.name, "version": source.version,
+                      "alias": source.alias, "card": source.card}, default=str))
+    return 0
+
+
+def _registered(reference: str) -> bool:
+    """Whether the registry holds the model version or alias ``reference`` names (a ValueError when it does not
+    answer)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_registry_reference(reference)
+    client = MlflowClient()
+    try:
+        if alias is not None:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException as err:
+        if _missing(err):
+            return False
+        raise ValueError(f"the registry at {client.tracking_uri} did not answer ({err.message})") from None
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
