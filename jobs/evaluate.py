@@ -1,6 +1,8 @@
 """Stage 6 — evaluate on the validation and test splits, log the tables, figures and audio to MLflow, and move the
 registry alias (``champion``) to this run's model version only when it beats the current champion on the
-validation metric (mean SI-SDRi over sources, windowed, fixed matching, original stems).
+validation metric (mean SI-SDRi over sources, windowed, fixed matching, original stems). The fixed component ->
+source assignment found on validation is written into the model's checkpoint and tagged on its registered version
+(``ucr.component_sources``), so separated files carry source names.
 
     python -m jobs.evaluate --preset demo --out runs/demo [--model-name ucr] [--alias champion]
 """
@@ -58,10 +60,16 @@ def log_report(report: dict, prefix: str, folder: str) -> None:
         common.log_uri_artifact(audio_folder, artifact_path=f"{prefix}_report")
 
 
-def promote(model_name: str, alias: str, run_name: str, score: float) -> dict:
-    """Tag this run's newest registered version with the score; move ``alias`` to it if it beats the holder."""
+def promote(model_name: str, alias: str, run_name: str, score: float,
+            component_sources: list | None = None) -> dict:
+    """Tag this run's newest registered version with the score (and which source each component stands for); move
+    ``alias`` to it if it beats the holder."""
+    import json
+
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from ucr.models import COMPONENT_SOURCES_TAG
 
     client = MlflowClient(common.tracking_uri())
     versions = client.search_model_versions(f"name = '{model_name}' and tags.`ucr.run_name` = '{run_name}'")
@@ -69,6 +77,8 @@ def promote(model_name: str, alias: str, run_name: str, score: float) -> dict:
         return {"promoted": False, "reason": f"no version of {model_name!r} registered by run {run_name!r}"}
     version = max(versions, key=lambda v: int(v.version))
     client.set_model_version_tag(model_name, version.version, VALIDATION_METRIC, f"{score:.6f}")
+    if component_sources is not None:
+        client.set_model_version_tag(model_name, version.version, COMPONENT_SOURCES_TAG, json.dumps(component_sources))
     try:
         holder = client.get_model_version_by_alias(model_name, alias)
         held = float(holder.tags.get(VALIDATION_METRIC, "-inf"))
@@ -85,7 +95,7 @@ def run(args) -> dict:
     import mlflow
 
     from ucr.data.latents import resolve_cache
-    from ucr.evaluate import EvalOptions, evaluate, markdown_table
+    from ucr.evaluate import EvalOptions, component_sources, evaluate, markdown_table, store_component_sources
     from ucr.pipeline import Pipeline
 
     config = common.config_from(args)
@@ -126,7 +136,11 @@ def run(args) -> dict:
                 mlflow.log_artifact(os.path.join(folder, "generated_mixture.wav"), artifact_path="generated")
         score = headline(reports["validation"])["si_sdri"]
         mlflow.log_metric(VALIDATION_METRIC, score)
-        promotion = promote(args.model_name, args.alias, common.run_name(args, config), score)
+        # the fixed component -> source assignment on validation names the outputs of `ucr separate` and Serve
+        sources = component_sources(reports["validation"])
+        store_component_sources(model_uri, sources)
+        mlflow.log_dict({"component_sources": sources}, "component_sources.json")
+        promotion = promote(args.model_name, args.alias, common.run_name(args, config), score, sources)
         mlflow.log_dict(promotion, "promotion.json")
         table = markdown_table(reports["test"])
         print("\nSeparation on the test split (windowed, fixed matching, original stems; mean ± 95% CI, dB):\n")

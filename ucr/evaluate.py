@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ucr import audio, baselines, metrics, storage
 from ucr.data.latents import LatentCache
@@ -58,17 +59,22 @@ class MethodOutputs:
 
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
                      length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
-                     post_filter: str = "none", mixtures: np.ndarray | None = None, sample_rate: int = 0
-                     ) -> tuple[list[np.ndarray], float]:
+                     post_filter: str = "none", mixtures: np.ndarray | None = None, sample_rate: int = 0,
+                     progress: str | None = None) -> tuple[list[np.ndarray], float]:
     """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds. A ``post_filter``
     other than "none" needs the mixture waveforms ``mixtures [N, L]`` (what the pipeline filters against).
+    ``progress``: the label of a bar per chunk on stderr (None: no bar).
 
     The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
+    from ucr.pipeline import separate_in_batches
+
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     out = []
-    all_parts = model.separate_many(latents, batch_size, steps=steps, generator=generator, mode=mode, alpha=alpha,
-                                    draws=draws)  # [N, K, C, T]
+    with tqdm(total=len(latents), desc=progress, unit="chunk", leave=False, disable=progress is None,
+              bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}]") as bar:
+        all_parts = separate_in_batches(model, latents, batch_size, steps, generator, mode, alpha, draws,
+                                        on_progress=lambda done: bar.update(done - bar.n))  # [N, K, C, T]
     for i in range(0, len(latents), batch_size):
         parts = all_parts[i:i + batch_size]
         B, K, C, T = parts.shape
@@ -126,9 +132,10 @@ def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, 
 
 
 def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOptions(), supervised=None,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, progress: bool = False) -> dict:
     """Evaluate ``pipeline`` (and the baselines, and optionally a ``supervised`` reference pipeline) on a cache
-    encoded with stems; write the report to ``out`` and return it."""
+    encoded with stems; write the report to ``out`` and return it. ``progress``: a bar per chunk for each method
+    that takes time (stderr)."""
     cache = LatentCache(cache_uri)
     if not cache.has_stems:
         raise ValueError(f"the cache at {cache_uri} has no stems; encode the evaluation split with --with-stems")
@@ -153,24 +160,28 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     settings = _settings(pipeline, options)
     mode = settings["mode"]
     methods: list[MethodOutputs] = []
+    def chunks(label: str):
+        return tqdm(mixtures, desc=label, unit="chunk", leave=False, disable=not progress)
+
     waves, seconds = _separate_chunks(pipeline.model, codec, mixture_latents, options.steps, options.seed,
-                                      options.batch_size, L, **settings, mixtures=mixtures, sample_rate=sample_rate)
+                                      options.batch_size, L, **settings, mixtures=mixtures, sample_rate=sample_rate,
+                                      progress="ucr" if progress else None)
     methods.append(MethodOutputs("ucr", waves, labelled=False, seconds=seconds))
     if supervised is not None:
         waves, seconds = _separate_chunks(supervised.model, codec, mixture_latents, options.steps, options.seed,
                                           options.batch_size, L, **settings, mixtures=mixtures,
-                                          sample_rate=sample_rate)
+                                          sample_rate=sample_rate, progress="supervised" if progress else None)
         methods.append(MethodOutputs("supervised reference", waves, labelled=True, seconds=seconds))
     methods.append(MethodOutputs("mixture passthrough", [baselines.passthrough(m, S) for m in mixtures]))
     if options.nmf:
         started = time.perf_counter()
         waves = [baselines.nmf_separate(m, sample_rate, pipeline.n_components, iterations=options.nmf_iterations,
-                                        seed=options.seed) for m in mixtures]
+                                        seed=options.seed) for m in chunks("nmf")]
         methods.append(MethodOutputs("nmf", waves, labelled=False, seconds=time.perf_counter() - started))
         started = time.perf_counter()
         waves = [baselines.nmf_clustered_separate(m, sample_rate, pipeline.n_components,
                                                   iterations=options.nmf_iterations, seed=options.seed)
-                 for m in mixtures]
+                 for m in chunks("nmf-32 clustered")]
         methods.append(MethodOutputs("nmf-32 clustered", waves, labelled=False,
                                      seconds=time.perf_counter() - started))
     if options.irm:
@@ -179,8 +190,10 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     methods.append(MethodOutputs("codec ceiling", list(codec_stems)))
 
     rows, assignments = [], {}
+    scoring = tqdm(total=2 * len(methods), desc="scoring", unit="method", leave=False, disable=not progress)
     for reference_name, references in (("original", stem_waves), ("codec", codec_stems)):
         for method in methods:
+            scoring.update()
             if method.name == "codec ceiling" and reference_name == "codec":
                 continue  # identical by construction
             method_rows, used = _score(method, references, mixtures, sample_rate, options)
@@ -190,6 +203,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
             rows.extend(method_rows)
             if used:
                 assignments[f"{method.name}/{reference_name}"] = used
+    scoring.close()
     audio_seconds = N * L / sample_rate
     report = {
         "model": pipeline.metadata, "cache": cache_uri, "n_chunks": N, "chunk_seconds": L / sample_rate,
@@ -219,6 +233,29 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     write_examples(out, methods[0], stem_waves, mixtures, sample_rate, options.audio_examples, source_names)
     log(f"[evaluate] report: {storage.join(out, 'report.md')}")
     return report
+
+
+def component_sources(report: dict) -> list[str | None]:
+    """The source each of the model's K components stands for, from a report's fixed matching against the original
+    stems (what a user gets); None for a component matched to no source. Computed on the validation split, it is
+    what the pipeline names its outputs by (:func:`store_component_sources`)."""
+    fixed = report["fixed_assignment"]["ucr/original"]["fixed"]  # [K] source index, -1 = none
+    return [report["sources"][s] if s >= 0 else None for s in fixed]
+
+
+def store_component_sources(checkpoint_uri: str, sources: list[str | None]) -> str:
+    """Record in a checkpoint (file or run folder; rewritten atomically) which source each component stands for;
+    :meth:`ucr.pipeline.Pipeline.from_checkpoint` reads it back. Returns the file written."""
+    from ucr.train import checkpoint as ckpt
+
+    resolved = ckpt.resolve(checkpoint_uri)
+    payload = ckpt.load(resolved)
+    K = payload["config"]["model"]["n_components"]
+    if len(sources) != K:
+        raise ValueError(f"{resolved} has {K} components, but {len(sources)} source names were given")
+    payload["component_sources"] = list(sources)
+    ckpt.save(resolved, payload)
+    return resolved
 
 
 def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, steps: int = 5, seed: int = 0

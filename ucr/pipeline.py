@@ -1,20 +1,32 @@
 """``Pipeline``: a trained model + its codec, ready to separate (and, with a prior, to generate and vary) audio.
 
-Used by the CLI, the Ray jobs and the Serve application; all the maths of a request goes through here.
+Used by the CLI, the Ray jobs and the Serve application; all the maths of a request goes through here::
+
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_pretrained("demo_out")       # or a checkpoint, a run folder, models:/ucr@champion
+    result = pipeline.separate("song.wav")                 # or separate(wave [channels, L], sample_rate)
+    for name, wave in zip(result.names, result.components):  # [K, L] at result.sample_rate
+        ...
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ucr import audio, baselines
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
-from ucr.decomposer import Decomposer, build_decomposer
+from ucr.decomposer import Decomposer, build_decomposer, coherence_with_mixture, replace_with_residual
+from ucr.diffusion import iadb
 from ucr.train import checkpoint as ckpt
 from ucr.train.loop import resolve_device
 
@@ -26,6 +38,68 @@ class Separation:
     components: np.ndarray  # [K, L] at sample_rate
     sample_rate: int
     steps: int
+    names: tuple[str, ...] = field(default=())  # one per component: its source name when known, else componentK
+
+
+def component_names(sources, n_components: int) -> tuple[str, ...]:
+    """File-safe names for K components from ``sources`` (the source each component stands for, None for one that
+    stands for none; or None when unknown): the source's name when one component has it, ``<source>_componentK``
+    when several share it, else ``componentK``."""
+    if not sources or len(sources) != n_components:
+        return tuple(f"component{k}" for k in range(n_components))
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("._") if s else "" for s in sources]
+    return tuple(name if name and safe.count(name) == 1 else f"{name}_component{k}" if name else f"component{k}"
+                 for k, name in enumerate(safe))
+
+
+def separate_in_batches(model: Decomposer, latents: torch.Tensor, max_batch: int, steps: int,
+                        generator: torch.Generator | None, mode: str, alpha: float, draws: int,
+                        on_progress: Callable[[float], None] | None = None) -> torch.Tensor:
+    """:meth:`Decomposer.separate_many` (same arguments, same result) that reports progress: ``latents [N, C, T]`` ->
+    ``[N, K, C, T]`` on the CPU; ``on_progress(done)`` gets the number of excerpts done, in fractions of a batch
+    while the sampler runs. For ``one_pass_residual`` the blind choice is still made once over all N."""
+    base = "one_pass" if mode == "one_pass_residual" else mode
+    parts = []
+    for start in range(0, len(latents), max_batch):
+        batch = latents[start:start + max_batch]  # [n, C, T]
+
+        def on_step(done: int, total: int, start: int = start, size: int = len(batch)) -> None:
+            on_progress(start + size * done / total)
+
+        with iadb.step_listener(on_step) if on_progress else nullcontext():
+            parts.append(model.separate_many(batch, max_batch, steps=steps, generator=generator, mode=base,
+                                             alpha=alpha, draws=draws))  # [n, K, C, T]
+        if on_progress:
+            on_progress(start + len(batch))
+    parts = torch.cat(parts)  # [N, K, C, T]
+    if mode == "one_pass_residual":
+        mixtures = latents.cpu()
+        parts = replace_with_residual(parts, mixtures, coherence_with_mixture(parts, mixtures).mean(dim=0))
+    return parts
+
+
+class _Bar:
+    """A tqdm bar on stderr (or nothing) that callbacks can move to an absolute position."""
+
+    def __init__(self, enabled: bool, total: float, desc: str, unit: str) -> None:
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]") \
+            if enabled else None
+
+    def to(self, position: float) -> None:
+        if self.bar is not None:
+            self.bar.update(min(position, self.bar.total) - self.bar.n)
+
+    def steps(self, offset: float) -> Callable[[int, int], None]:
+        """A sampler step listener that moves the bar to ``offset + done``."""
+        return lambda done, _total: self.to(offset + done)
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def crossfade_weights(length: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
@@ -58,12 +132,39 @@ class Pipeline:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """One name per component: the source it stands for when the model knows (a supervised model, or the
+        assignment the evaluate stage stored), else ``componentK``."""
+        return component_names(self.metadata.get("component_sources"), self.n_components)
+
     @classmethod
-    def from_checkpoint(cls, uri: str, device: str = "cpu", use_ema: bool = True) -> "Pipeline":
+    def from_pretrained(cls, reference: str | None = None, device: str = "auto") -> "Pipeline":
+        """Load a model from any reference :func:`ucr.models.resolve` accepts: a checkpoint file, a run folder, an
+        experiment folder (``demo_out``), an ``s3://`` URI, ``models:/<name>@<alias>`` or ``models:/<name>/<N>``;
+        with none, ``$UCR_MODEL``, the registry's champion (when ``MLFLOW_TRACKING_URI`` is set), then the last
+        ``make demo`` model. ``device``: auto (CUDA when present), cpu, cuda or cuda:N."""
+        from ucr import models
+
+        found = models.resolve(reference)
+        try:
+            pipeline = cls.from_checkpoint(found.checkpoint, device=device, component_sources=found.component_sources)
+        finally:
+            found.cleanup()  # the weights are in memory now
+        pipeline.metadata.update(name=found.name, found_by=found.found_by, downloaded=found.workdir is not None)
+        return pipeline
+
+    @classmethod
+    def from_checkpoint(cls, uri: str, device: str = "cpu", use_ema: bool = True,
+                        component_sources: list | tuple | None = None) -> "Pipeline":
         """Rebuild from a checkpoint file or run folder (local or ``s3://``): a decomposer checkpoint (separation),
         or a prior checkpoint, which embeds its decomposer (separation, generation, variation). The codec is rebuilt
-        from the stored config and must produce the fingerprint the model was trained with."""
+        from the stored config and must produce the fingerprint the model was trained with.
+
+        ``component_sources`` (one source name or None per component) overrides what the checkpoint records (the
+        registry keeps it as a version tag)."""
         payload = ckpt.load(uri)
+        stored_sources = payload.get("component_sources")  # set on the file that was evaluated (prior or decomposer)
         prior = None
         if payload["kind"] == "prior":
             from ucr.prior import build_prior
@@ -85,8 +186,12 @@ class Pipeline:
         model = build_decomposer(config.model, codec.channels, stats)
         weights = payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
         model.load_state_dict(weights)
+        if component_sources is None:  # a supervised model's component k is source k by construction
+            component_sources = stored_sources or payload.get("component_sources") or (
+                payload.get("sources") if payload["kind"] == "supervised" else None)
         metadata = {"uri": uri, "kind": "prior" if prior is not None else payload["kind"], "step": payload.get("step"),
-                    "sources": payload.get("sources"), "has_prior": prior is not None}
+                    "sources": payload.get("sources"), "has_prior": prior is not None,
+                    "component_sources": list(component_sources) if component_sources else None}
         return cls(model, codec, config, metadata, device=resolve_device(device), prior=prior)
 
     # -- input conditioning ------------------------------------------------------------------------------------------
@@ -115,14 +220,15 @@ class Pipeline:
     @torch.no_grad()
     def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
                         overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None,
-                        alpha: float | None = None, draws: int | None = None) -> torch.Tensor:
+                        alpha: float | None = None, draws: int | None = None, progress: bool = False
+                        ) -> torch.Tensor:
         """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``.
 
         Long inputs are cut into windows of ``window_frames`` (default: the training crop) with ``overlap_frames``
         of linear crossfade (default: a quarter window); windows run as batches. Component k always comes from
         encoder k, so components stay consistent across windows. ``mode``: see :meth:`Decomposer.separate`
         (default: ``diffusion.separation`` of the model's config); ``alpha`` / ``draws`` for the one-pass modes
-        (default: ``diffusion.one_pass_alpha`` / ``one_pass_draws``).
+        (default: ``diffusion.one_pass_alpha`` / ``one_pass_draws``). ``progress``: a bar per window on stderr.
         """
         mode = mode or self.config.diffusion.separation
         C, T = latent.shape
@@ -137,9 +243,11 @@ class Pipeline:
         pieces = torch.stack([latent[:, s:s + window] for s in starts])  # [N, C, W]
         generator = torch.Generator().manual_seed(seed)
         diffusion = self.config.diffusion
-        parts = self.model.separate_many(pieces, max_batch, steps=steps, generator=generator, mode=mode,
-                                         alpha=diffusion.one_pass_alpha if alpha is None else alpha,
-                                         draws=diffusion.one_pass_draws if draws is None else draws)  # [N, K, C, W]
+        with _Bar(progress, len(starts), "separate", "window") as bar:
+            parts = separate_in_batches(self.model, pieces, max_batch, steps, generator, mode,
+                                        diffusion.one_pass_alpha if alpha is None else alpha,
+                                        diffusion.one_pass_draws if draws is None else draws,
+                                        on_progress=bar.to if progress else None)  # [N, K, C, W]
         total = torch.zeros(self.n_components, C, T)
         weight = torch.zeros(T)
         for index, start in enumerate(starts):
@@ -148,21 +256,28 @@ class Pipeline:
             weight[start:start + window] += w
         return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
 
-    def separate(self, wave: np.ndarray, sample_rate: int, steps: int | None = None, seed: int = 0,
-                 mode: str | None = None, post_filter: str | None = None) -> Separation:
-        """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` -> :class:`Separation` with ``components [K, L]``
-        at the codec's rate (``L`` = the input's length after resampling). ``post_filter``: see
-        :data:`ucr.config.POST_FILTERS` (default: ``diffusion.post_filter`` of the model's config)."""
+    def separate(self, wave: np.ndarray | str, sample_rate: int | None = None, steps: int | None = None,
+                 seed: int = 0, mode: str | None = None, post_filter: str | None = None,
+                 progress: bool = False) -> Separation:
+        """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` (or the path / ``s3://`` URI of an audio file) ->
+        :class:`Separation` with ``components [K, L]`` at the codec's rate (``L`` = the input's length after
+        resampling) and their ``names``. The model works on the mono downmix. ``post_filter``: see
+        :data:`ucr.config.POST_FILTERS` (default: ``diffusion.post_filter`` of the model's config). ``progress``: a
+        bar per window on stderr."""
+        if isinstance(wave, str):
+            wave, sample_rate = audio.read(wave, mono=False)
+        elif sample_rate is None:
+            raise ValueError("separate(wave, sample_rate): give the sample rate of an array (or pass a file path)")
         steps = self.config.diffusion.sampler_steps if steps is None else steps
         if not 1 <= steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {steps}")
         mono = self.prepare(wave, sample_rate)
         latent = self.codec.encode(torch.from_numpy(mono)[None, None])[0]  # [C, T]
-        parts = self.separate_latent(latent, steps=steps, seed=seed, mode=mode)  # [K, C, T]
+        parts = self.separate_latent(latent, steps=steps, seed=seed, mode=mode, progress=progress)  # [K, C, T]
         waves = self.codec.decode(parts)[:, 0, :len(mono)].numpy()  # [K, L]
         waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
                                       self.sample_rate)
-        return Separation(components=waves, sample_rate=self.sample_rate, steps=steps)
+        return Separation(components=waves, sample_rate=self.sample_rate, steps=steps, names=self.component_names)
 
     # -- generation (needs the prior) ---------------------------------------------------------------------------------
     MAX_GENERATE_SECONDS = 60.0
@@ -179,10 +294,10 @@ class Pipeline:
         return waves.numpy(), self.codec.decode(mixture.cpu())[:, 0].numpy()
 
     def generate(self, n: int = 1, seconds: float = 5.0, seed: int = 0, steps: int | None = None,
-                 prior_steps: int | None = None) -> dict:
+                 prior_steps: int | None = None, progress: bool = False) -> dict:
         """Unconditional generation: the prior samples all K component latents, the decoder renders each, the
         mixture is their mean (the composition operator). Returns ``{"components": [n, K, L], "mixture": [n, L],
-        "z": [n, K, Cz, T], "sample_rate"}``. Reproducible for a seed."""
+        "z": [n, K, Cz, T], "sample_rate"}``. Reproducible for a seed. ``progress``: a bar per sampler step."""
         self._require_prior()
         if not 1 <= n <= 64:
             raise ValueError(f"n must be in [1, 64], got {n}")
@@ -192,8 +307,12 @@ class Pipeline:
         steps = steps or self.config.diffusion.sampler_steps
         generator = torch.Generator().manual_seed(seed)
         frames = self.codec.num_frames(int(round(seconds * self.sample_rate)))
-        z = self.prior.sample((n, frames), steps=prior_steps or steps, generator=generator)
-        components, mixture = self._decode_z(z, steps, generator)
+        prior_steps = prior_steps or steps
+        with _Bar(progress, prior_steps + steps, "generate", "step") as bar:
+            with iadb.step_listener(bar.steps(0)):
+                z = self.prior.sample((n, frames), steps=prior_steps, generator=generator)
+            with iadb.step_listener(bar.steps(prior_steps)):
+                components, mixture = self._decode_z(z, steps, generator)
         length = int(round(seconds * self.sample_rate))
         return {"components": components[..., :length], "mixture": mixture[..., :length], "z": z.cpu(),
                 "sample_rate": self.sample_rate}
@@ -207,8 +326,9 @@ class Pipeline:
         return z, len(mono)
 
     def vary(self, wave: np.ndarray, sample_rate: int, keep: list[int], seed: int = 0, steps: int | None = None,
-             n: int = 1) -> dict:
-        """Keep components ``keep`` of a real mixture and regenerate the others with the prior; ``n`` variations."""
+             n: int = 1, progress: bool = False) -> dict:
+        """Keep components ``keep`` of a real mixture and regenerate the others with the prior; ``n`` variations.
+        ``progress``: a bar per sampler step."""
         self._require_prior()
         bad = [k for k in keep if not 0 <= k < self.n_components]
         if bad or len(set(keep)) != len(keep):
@@ -222,15 +342,20 @@ class Pipeline:
         generator = torch.Generator().manual_seed(seed)
         keep_mask = torch.zeros(n, self.n_components, dtype=torch.bool)
         keep_mask[:, keep] = True
-        varied = self.prior.sample(z.expand(n, *z.shape[1:]), keep=keep_mask, steps=steps, generator=generator)
-        components, mixture = self._decode_z(varied, steps, generator)
+        with _Bar(progress, 2 * steps, "vary", "step") as bar:
+            with iadb.step_listener(bar.steps(0)):
+                varied = self.prior.sample(z.expand(n, *z.shape[1:]), keep=keep_mask, steps=steps,
+                                           generator=generator)
+            with iadb.step_listener(bar.steps(steps)):
+                components, mixture = self._decode_z(varied, steps, generator)
         return {"components": components[..., :length], "mixture": mixture[..., :length], "z": varied.cpu(),
                 "original_z": z.cpu(), "sample_rate": self.sample_rate}
 
     def recompose(self, waves: list[tuple[np.ndarray, int]], take: dict[int, int], seed: int = 0,
-                  steps: int | None = None) -> dict:
+                  steps: int | None = None, progress: bool = False) -> dict:
         """Swap components between mixtures: ``take[k] = i`` uses component k of input i. Inputs are cut to the
-        shortest. No prior needed: the decoder renders the chosen z and the composition mixes them."""
+        shortest. No prior needed: the decoder renders the chosen z and the composition mixes them. ``progress``: a
+        bar per sampler step."""
         if sorted(take) != list(range(self.n_components)):
             raise ValueError(f"take must name a source input for every component 0..{self.n_components - 1}, "
                              f"got {sorted(take)}")
@@ -241,6 +366,7 @@ class Pipeline:
         length = min(n for _, n in encoded)
         z = torch.stack([encoded[take[k]][0][0, k, :, :frames] for k in range(self.n_components)])[None]
         steps = steps or self.config.diffusion.sampler_steps
-        components, mixture = self._decode_z(z, steps, torch.Generator().manual_seed(seed))
+        with _Bar(progress, steps, "recompose", "step") as bar, iadb.step_listener(bar.steps(0)):
+            components, mixture = self._decode_z(z, steps, torch.Generator().manual_seed(seed))
         return {"components": components[..., :length], "mixture": mixture[..., :length], "z": z.cpu(),
                 "sample_rate": self.sample_rate}

@@ -15,11 +15,27 @@ Shapes: ``x0``, ``noise`` and ``x_alpha`` are ``[B, ...]`` (e.g. ``[B, C, T]`` o
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_alpha [B, ...], alpha [B]) -> x0_hat [B, ...]
+StepListener = Callable[[int, int], None]  # (steps done, steps) after each sampler step
+_step_listener: ContextVar[StepListener | None] = ContextVar("iadb_step_listener", default=None)
+
+
+@contextmanager
+def step_listener(listener: StepListener) -> Iterator[None]:
+    """Inside this block every :func:`sample` call reports ``listener(done, steps)`` after each of its steps: how a
+    progress bar follows samplers that run inside models (the maths itself does no I/O). Scoped to the current
+    thread / task (a context variable), so concurrent requests do not see each other's listeners."""
+    token = _step_listener.set(listener)
+    try:
+        yield
+    finally:
+        _step_listener.reset(token)
 
 
 def append_dims(v: torch.Tensor, ndim: int, batch: int | None = None) -> torch.Tensor:
@@ -130,6 +146,7 @@ def sample(denoise: Denoiser, noise: torch.Tensor, steps: int, known: torch.Tens
     x = noise.double()  # x_alpha at alpha = 0
     if mask is not None:
         x = torch.where(mask, known, x)
+    listener = _step_listener.get()
     for i in range(steps):
         a, a_next = grid[i].item(), grid[i + 1].item()
         alpha = torch.full((B,), a, dtype=dtype, device=noise.device)  # [B]
@@ -141,11 +158,15 @@ def sample(denoise: Denoiser, noise: torch.Tensor, steps: int, known: torch.Tens
             x0_hat = torch.where(mask, known, x0_hat)
         if a_next >= 1.0:
             x = x0_hat
+        else:
+            eps_hat = (x - a * x0_hat) / (1.0 - a)
+            x = a_next * x0_hat + (1.0 - a_next) * eps_hat
+            if mask is not None:
+                x = torch.where(mask, known, x)
+        if listener is not None:
+            listener(i + 1, steps)
+        if a_next >= 1.0:
             break
-        eps_hat = (x - a * x0_hat) / (1.0 - a)
-        x = a_next * x0_hat + (1.0 - a_next) * eps_hat
-        if mask is not None:
-            x = torch.where(mask, known, x)
     return x.to(dtype)
 
 
