@@ -34,8 +34,24 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # arguments
 
 
+PROG_ENV = "UCR_PROG"  # set by `ucr run STAGE` / `ucr sweep`: the command the user typed, for usage lines
+
+
+def program_name() -> str:
+    """How the user started this entry point: ``$UCR_PROG`` (``ucr run train``), else ``python -m jobs.train`` for
+    ``python -m`` runs (argparse alone would say ``train.py``)."""
+    if os.environ.get(PROG_ENV):
+        return os.environ[PROG_ENV]
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.parent.name in ("jobs", "tune"):
+        return f"python -m {script.parent.name}.{script.stem}"
+    return script.name
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    """The arguments every job takes; ``description`` (the module docstring) keeps its line breaks and examples."""
+    parser = argparse.ArgumentParser(prog=program_name(), description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", help="shipped preset or YAML path (default: demo)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set model.n_components=3")

@@ -276,7 +276,6 @@ def write_summary(table, space: SweepSpace, folder: str, searcher) -> str:
 
 def parser() -> argparse.ArgumentParser:
     parser = common.base_parser(__doc__)
-    parser.prog = "python -m tune.sweep"
     parser.set_defaults(preset=None)  # the space file names the preset
     for action in parser._actions:
         if action.dest == "preset":
