@@ -162,7 +162,7 @@ class Decomposer(nn.Module):
             parts = self.denormalize(teacher.one_pass(x, teacher.components(x), self.remix_alpha, 1, generator))
             mixture = self.denormalize(x)
             parts = self.normalize(replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture)
-                                                         .mean(dim=0)))  # [B, K, C, T], mean_k == x
+                                                         .mean(dim=0), fit_gains=False))  # [B, K, C, T], mean == x
             source = generator.device if generator is not None else x.device
             order = [torch.arange(B, device=x.device)] + [
                 torch.randperm(B, generator=generator, device=source).to(x.device) for _ in range(K - 1)]
@@ -341,12 +341,16 @@ def coherence_with_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: floa
     return (10 * torch.log10((target.square().sum(-1) + eps) / (error.square().sum(-1) + eps))).float()
 
 
-def replace_with_residual(parts: torch.Tensor, mixture: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+def replace_with_residual(parts: torch.Tensor, mixture: torch.Tensor, trust: torch.Tensor,
+                          fit_gains: bool = True) -> torch.Tensor:
     """Replace the least trusted component by the mixture residual, so that ``mean_k parts_k == mixture`` exactly.
 
     ``parts [B, K, C, T]`` and ``mixture [B, C, T]`` (same scale), ``trust [K]`` (one decision for the batch) or
     ``[B, K]`` (per example) -> ``[B, K, C, T]``. With mean composition the residual is ``K * mixture - sum of the
-    kept components``. K = 1: the component is the mixture.
+    kept components``. With ``fit_gains`` each kept component is first rescaled, per example, by the least-squares
+    gains that best explain ``K * mixture`` with the kept components: a one-pass estimate is shrunk (it is a
+    posterior mean under heavy noise), and without the fit the residual keeps the part it lost (measured: +0.4 to
+    +0.8 dB on the residual's source, docs/results/research). K = 1: the component is the mixture.
     """
     B, K = parts.shape[:2]
     if trust.shape not in ((K,), (B, K)):
@@ -354,9 +358,26 @@ def replace_with_residual(parts: torch.Tensor, mixture: torch.Tensor, trust: tor
     dropped = trust.argmin(dim=-1).expand(B) if trust.ndim == 1 else trust.argmin(dim=-1)  # [B]
     keep = torch.ones(B, K, 1, 1, dtype=parts.dtype, device=parts.device)
     keep[torch.arange(B), dropped] = 0.0
+    if fit_gains and K > 1:
+        parts = parts * least_squares_gains(parts, K * mixture, keep[..., 0, 0])[..., None, None]
     residual = K * mixture - (parts * keep).sum(dim=1)  # [B, C, T]
     return parts * keep + (1 - keep) * residual[:, None]
 
+
+def least_squares_gains(parts: torch.Tensor, target: torch.Tensor, use: torch.Tensor,
+                        ridge: float = 1e-6) -> torch.Tensor:
+    """Per example, the gains ``g [B, K]`` minimising ``|target - sum_k g_k parts_k|^2`` over the components with
+    ``use [B, K] == 1`` (the others get gain 1). ``parts [B, K, C, T]``, ``target [B, C, T]``. A tiny ridge keeps a
+    silent component's gain at 1 rather than undefined."""
+    B, K = parts.shape[:2]
+    flat = parts.reshape(B, K, -1).double() * use[..., None].double()  # unused components contribute nothing
+    gram = flat @ flat.transpose(1, 2)  # [B, K, K]
+    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp(min=1e-30)[:, None, None]
+    eye = torch.eye(K, dtype=gram.dtype, device=gram.device)
+    rhs = flat @ target.reshape(B, -1, 1).double()  # [B, K, 1]
+    # ridge toward 1 (the unfitted gain): (G + r I) g = b + r 1
+    gains = torch.linalg.solve(gram + ridge * scale * eye, rhs + ridge * scale * torch.ones_like(rhs))[..., 0]
+    return torch.where(use.bool(), gains, torch.ones_like(gains)).to(parts.dtype)
 
 
 def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, smooth: tuple[int, int] = (3, 3),
