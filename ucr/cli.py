@@ -102,8 +102,14 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     voices = tuple(args.voices.split(",")) if args.voices else None
     summary = render_dataset(args.kind, args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
                              soundfont=args.soundfont, voices=voices, progress=not args.quiet)
-    print(f"[synth] {summary.get('tracks')} track(s), {summary.get('seconds_of_audio', 0):.0f} s of audio "
-          f"in {summary.get('wall_seconds', 0):.1f} s -> {args.out}")
+    splits = summary.get("splits", {})
+    print(f"[synth] {summary.get('tracks')} track(s) ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
+          f"{summary.get('seconds_of_audio', 0):.0f} s of audio in {summary.get('wall_seconds', 0):.1f} s "
+          f"-> {args.out}")
+    empty = [split for split, count in splits.items() if count == 0]
+    if empty:
+        print(f"[synth] note: no track in the {' and '.join(empty)} split(s) ({args.tracks} track(s) split 80/10/10); "
+              f"use --tracks 3 or more for a track in every split", file=sys.stderr)
     return 0
 
 
@@ -165,40 +171,57 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     return _run_trainer(trainer, args, "train-prior")
 
 
-def _write_outputs(out: str, prefix: str, result: dict) -> None:
+DEVICE_HELP = "auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N"
+
+
+def _pipeline(reference: str | None, device: str, label: str):
+    """Load the model ``reference`` names (or the one found by the default search, see ``ucr.models``) on
+    ``device``, and say which model it is."""
+    from ucr.pipeline import Pipeline
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device auto or cpu")
+    pipeline = Pipeline.from_pretrained(reference, device=device)
+    print(f"[{label}] model {pipeline.metadata['name']} ({pipeline.metadata['found_by']}; "
+          f"K = {pipeline.n_components} on {pipeline.device})")
+    return pipeline
+
+
+def _write_outputs(out: str, prefix: str, result: dict, names: Sequence[str]) -> None:
     from ucr import audio, storage
 
     for b, mixture in enumerate(result["mixture"]):
         name = f"{prefix}{b}" if len(result["mixture"]) > 1 else prefix
         audio.write(storage.join(out, f"{name}_mixture.wav"), mixture[None], result["sample_rate"])
-        for k, component in enumerate(result["components"][b]):
-            audio.write(storage.join(out, f"{name}_component{k}.wav"), component[None], result["sample_rate"])
+        for component_name, component in zip(names, result["components"][b]):
+            audio.write(storage.join(out, f"{name}_{component_name}.wav"), component[None], result["sample_rate"])
         print(f"[{prefix}] {storage.join(out, name)}_mixture.wav (+ {len(result['components'][b])} components)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ucr.pipeline import Pipeline
-
-    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
-    result = pipeline.generate(n=args.n, seconds=args.seconds, seed=args.seed, steps=args.steps)
-    _write_outputs(args.out, "generated", result)
+    pipeline = _pipeline(args.model, args.device, "generate")
+    result = pipeline.generate(n=args.n, seconds=args.seconds, seed=args.seed, steps=args.steps,
+                               progress=not args.quiet)
+    _write_outputs(args.out, "generated", result, pipeline.component_names)
     return 0
 
 
 def cmd_vary(args: argparse.Namespace) -> int:
     from ucr import audio
-    from ucr.pipeline import Pipeline
 
-    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    pipeline = _pipeline(args.model, args.device, "vary")
     wave, rate = audio.read(args.input, mono=False)
-    result = pipeline.vary(wave, rate, keep=args.keep, seed=args.seed, steps=args.steps, n=args.n)
-    _write_outputs(args.out, "variation", result)
+    result = pipeline.vary(wave, rate, keep=args.keep, seed=args.seed, steps=args.steps, n=args.n,
+                           progress=not args.quiet)
+    _write_outputs(args.out, "variation", result, pipeline.component_names)
     return 0
 
 
 def cmd_recompose(args: argparse.Namespace) -> int:
     from ucr import audio
-    from ucr.pipeline import Pipeline
 
     labels = [chr(ord("A") + i) for i in range(len(args.inputs))]
     take = {}
@@ -207,34 +230,62 @@ def cmd_recompose(args: argparse.Namespace) -> int:
         if not component.isdigit() or label not in labels:
             raise ValueError(f"--take {spec!r} must look like COMPONENT:INPUT with INPUT in {labels}, e.g. 0:A")
         take[int(component)] = labels.index(label)
-    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
+    pipeline = _pipeline(args.model, args.device, "recompose")
     waves = [audio.read(uri, mono=False) for uri in args.inputs]
-    result = pipeline.recompose(waves, take, seed=args.seed, steps=args.steps)
-    _write_outputs(args.out, "recomposed", result)
+    result = pipeline.recompose(waves, take, seed=args.seed, steps=args.steps, progress=not args.quiet)
+    _write_outputs(args.out, "recomposed", result, pipeline.component_names)
     return 0
-def cmd_separate(args: argparse.Namespace) -> int:
-    from ucr import audio, storage
-    from ucr.pipeline import Pipeline
 
-    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
-    wave, rate = audio.read(args.input, mono=False)
-    result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode,
-                               post_filter=args.post_filter)
-    stem = args.input.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    for k, component in enumerate(result.components):
-        uri = storage.join(args.out, f"{stem}_component{k}.wav")
-        audio.write(uri, component[None], result.sample_rate)
-        print(f"[separate] component {k}: {uri}")
+
+def track_name(uri: str) -> str:
+    """``music/Song 1.flac`` -> ``Song 1`` (the folder a track's outputs go to)."""
+    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+
+
+def cmd_separate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ucr import audio, storage
+
+    format = "MP3" if args.mp3 else "FLAC" if args.flac else "WAV"
+    audio.output_subtype(format, args.sample_format)  # refuse an impossible format before any work
+    if format == "MP3" and args.sr and args.sr not in audio.MP3_SAMPLE_RATES:
+        raise ValueError(f"--mp3 cannot store {args.sr} Hz; choose --sr among {audio.MP3_SAMPLE_RATES}")
+    pipeline = _pipeline(args.model, args.device, "separate")
+    folder = storage.join(args.out, pipeline.metadata["name"])
+    for track in args.inputs:
+        wave, rate = audio.read(track, mono=False)  # [channels, L]
+        out_rate = args.sr or rate
+        if format == "MP3" and out_rate not in audio.MP3_SAMPLE_RATES:
+            raise ValueError(f"{track}: MP3 cannot store its rate, {out_rate} Hz; add --sr 48000 (or another of "
+                             f"{audio.MP3_SAMPLE_RATES})")
+        result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode,
+                                   post_filter=args.post_filter, progress=not args.quiet)
+        length = int(round(wave.shape[1] * out_rate / rate))
+        components = audio.fit_length(audio.resample(result.components, result.sample_rate, out_rate), length)
+        peak = float(np.abs(components).max())
+        if peak > 1.0 and (format != "WAV" or args.sample_format not in (None, "float32")):
+            print(f"[separate] {track}: components peak at {peak:.2f} (over full scale) and are clipped in "
+                  f"{format}; --float32 WAV keeps them whole", file=sys.stderr)
+        target = storage.join(folder, track_name(track))
+        for name, component in zip(result.names, components):  # [L] each
+            channels = np.repeat(component[None], wave.shape[0], axis=0)  # [channels, L]: the model is mono
+            audio.write(storage.join(target, f"{name}.{format.lower()}"), channels, out_rate, args.sample_format)
+        print(f"[separate] {track} -> {target}/ ({', '.join(result.names)}; {out_rate} Hz, {wave.shape[0]} ch)")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ucr.data.latents import resolve_cache
-    from ucr.evaluate import EvalOptions, evaluate
-    from ucr.pipeline import Pipeline
+    from ucr.evaluate import EvalOptions, component_sources, evaluate, store_component_sources
 
-    pipeline = Pipeline.from_checkpoint(args.model, device=args.device)
-    supervised = Pipeline.from_checkpoint(args.supervised, device=args.device) if args.supervised else None
+    pipeline = _pipeline(args.model, args.device, "evaluate")
+    if args.label_components and pipeline.metadata.get("downloaded"):
+        raise ValueError("--label-components writes the names into the checkpoint file, and this model was "
+                         "downloaded from the registry (where the evaluate job names it); pass --model a checkpoint "
+                         "or run folder")
+    supervised = _pipeline(args.supervised, args.device, "evaluate") if args.supervised else None
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
@@ -243,10 +294,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
                           else ())
     cache = resolve_cache(args.data, args.split)
-    report = evaluate(pipeline, cache, args.out, options, supervised=supervised)
+    report = evaluate(pipeline, cache, args.out, options, supervised=supervised, progress=not args.quiet)
     from ucr.evaluate import markdown_table
 
     print(markdown_table(report))
+    if args.label_components:
+        sources = component_sources(report)
+        written = store_component_sources(pipeline.metadata["uri"], sources)
+        print(f"[evaluate] components named {sources} (fixed matching on {args.split}) in {written}")
     if args.generation:
         from ucr.generation import evaluate_generation, generation_markdown
 
@@ -264,9 +319,12 @@ def run_job(stage: str, job_args: Sequence[str]) -> int:
     ``--address`` and no ``$RAY_ADDRESS`` the job starts an embedded local Ray."""
     import subprocess
 
+    import os
+
     if stage not in JOB_STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {list(JOB_STAGES)}")
-    return subprocess.call([sys.executable, "-m", f"jobs.{stage}", *job_args])
+    env = {**os.environ, "UCR_PROG": f"ucr run {stage}"}  # usage lines name the command the user typed
+    return subprocess.call([sys.executable, "-m", f"jobs.{stage}", *job_args], env=env)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -275,9 +333,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``python -m tune.sweep ARGS...`` (Ray Tune lives there)."""
+    import os
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "tune.sweep", *args.sweep_args])
+    env = {**os.environ, "UCR_PROG": "ucr sweep"}
+    return subprocess.call([sys.executable, "-m", "tune.sweep", *args.sweep_args], env=env)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -361,37 +421,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(prior)
     prior.set_defaults(handler=cmd_train_prior)
 
-    def model_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--model", required=True, help="prior checkpoint (file or run folder)")
-        sub.add_argument("--out", required=True, help="output folder")
+    model_help = ("checkpoint file, run folder, experiment folder (demo_out), s3:// URI, models:/NAME@ALIAS or "
+                  "models:/NAME/VERSION (default: $UCR_MODEL, else the registry's champion when "
+                  "MLFLOW_TRACKING_URI is set, else the last `make demo` model)")
+
+    def model_args(sub: argparse.ArgumentParser, out: str, needs: str = "a prior checkpoint (`ucr train-prior`)"
+                   ) -> None:
+        sub.add_argument("--model", help=f"{needs}: {model_help}")
+        sub.add_argument("--out", default=out, help=f"output folder (default: {out})")
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps of the model)")
-        sub.add_argument("--device", default="cpu")
+        sub.add_argument("--device", default="auto", help=DEVICE_HELP)
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     generate = commands.add_parser("generate", help="generate music unconditionally with the prior")
     generate.add_argument("--n", type=int, default=1, help="number of excerpts")
     generate.add_argument("--seconds", type=float, default=5.0)
-    model_args(generate)
+    model_args(generate, "generated")
     generate.set_defaults(handler=cmd_generate)
 
     vary = commands.add_parser("vary", help="keep some components of a mixture, regenerate the others")
     vary.add_argument("input", metavar="IN", help="audio file")
     vary.add_argument("--keep", type=int, action="append", required=True, help="component to keep (repeatable)")
     vary.add_argument("--n", type=int, default=1, help="number of variations")
-    model_args(vary)
+    model_args(vary, "variations")
     vary.set_defaults(handler=cmd_vary)
 
-    recompose = commands.add_parser("recompose", help="swap components between mixtures (A.wav B.wav ...)")
+    recompose = commands.add_parser(
+        "recompose", help="swap components between mixtures (A.wav B.wav ...); needs no prior",
+        description="Swap components between mixtures: component K of the output comes from input INPUT. The "
+                    "decoder renders the chosen components, so a decomposer checkpoint is enough (no prior needed).")
     recompose.add_argument("inputs", nargs="+", metavar="IN", help="audio files, labelled A, B, ... in order")
     recompose.add_argument("--take", action="append", required=True, metavar="K:INPUT",
                            help="component K from input INPUT, e.g. --take 0:A --take 1:B")
-    model_args(recompose)
+    model_args(recompose, "recomposed", needs="a decomposer or prior checkpoint (no prior needed)")
     recompose.set_defaults(handler=cmd_recompose)
 
-    separate = commands.add_parser("separate", help="separate an audio file into its K components")
-    separate.add_argument("input", metavar="IN", help="audio file (any rate, mono or stereo; local or s3://)")
-    separate.add_argument("--model", required=True, help="checkpoint file or run folder (local or s3://)")
-    separate.add_argument("--out", required=True, help="output folder: one WAV per component")
+    separate = commands.add_parser(
+        "separate", help="separate audio files into their K components",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Separate audio files into the model's K components, like `demucs song.mp3`:\n\n"
+                    "    ucr separate song.wav                 # -> separated/<model>/song/<name>.wav\n"
+                    "    ucr separate a.wav b.flac -n runs/cpu60 --flac --int16\n\n"
+                    "<name> is the source a component stands for when the model knows it (a supervised model, or one\n"
+                    "the evaluate job named on validation), else component0, component1, ... Outputs keep the\n"
+                    "input's sample rate and channel count (the model separates the mono downmix; each channel\n"
+                    "of a stereo output holds the same component).")
+    separate.add_argument("inputs", nargs="+", metavar="IN",
+                          help="audio files (wav, flac, ogg, mp3, ...; any rate, mono or stereo; local or s3://)")
+    separate.add_argument("-n", "--model", help=model_help)
+    separate.add_argument("-o", "--out", default="separated",
+                          help="output folder (default: separated): OUT/<model>/<track>/<name>.wav")
+    container = separate.add_mutually_exclusive_group()
+    container.add_argument("--flac", action="store_true", help="write FLAC instead of WAV")
+    container.add_argument("--mp3", action="store_true", help="write MP3 (where libsndfile can encode it)")
+    depth = separate.add_mutually_exclusive_group()
+    for sample_format, what in (("int16", "16-bit integers"), ("int24", "24-bit integers (the FLAC default)"),
+                                ("float32", "32-bit floats (the WAV default)")):
+        depth.add_argument(f"--{sample_format}", dest="sample_format", action="store_const", const=sample_format,
+                           help=f"samples as {what}")
+    separate.add_argument("--sr", type=int, metavar="HZ", help="output sample rate (default: the input's)")
     separate.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps of the model)")
     separate.add_argument("--seed", type=int, default=0)
     separate.add_argument("--mode", choices=list(SEPARATION_MODES),
@@ -400,15 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
                                "the mixture's STFT); default: the model's diffusion.post_filter")
-    separate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    separate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    separate.add_argument("--quiet", action="store_true", help="no progress bar")
     separate.set_defaults(handler=cmd_separate)
 
     evaluate = commands.add_parser("evaluate", help="separation report: the model against baselines")
-    evaluate.add_argument("--model", required=True, help="checkpoint file or run folder")
+    evaluate.add_argument("--model", help=model_help)
     evaluate.add_argument("--data", required=True, help="latent cache URI (the split's cache, or a folder of splits)")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--out", required=True, help="report folder (local or s3://)")
     evaluate.add_argument("--supervised", help="checkpoint of the supervised reference, to add to the table")
+    evaluate.add_argument("--label-components", action="store_true",
+                          help="write the fixed component -> source matching found here into the model's checkpoint, "
+                               "so `ucr separate` names its files by source (use the validation split)")
     evaluate.add_argument("--steps", type=int, default=50)
     evaluate.add_argument("--steps-curve", help="comma-separated step counts for the speed/quality curve, "
                                                 "e.g. 5,10,25,50")
@@ -430,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--generate-n", type=int, default=8, help="excerpts to generate for those metrics")
     evaluate.add_argument("--no-nmf", action="store_true", help="skip the NMF baseline")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     checkpoint = commands.add_parser("checkpoint", help="checkpoint utilities")
@@ -448,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.required = True
     synth = data_commands.add_parser("synth", help="render a Slakh-layout synthetic dataset through a GM soundfont")
     synth.add_argument("--kind", choices=["drums_bass", "chorales"], default="drums_bass")
-    synth.add_argument("--tracks", type=int, default=20)
+    synth.add_argument("--tracks", type=int, default=20,
+                       help="number of tracks, split 80/10/10 into train/validation/test; from 3 on every split gets "
+                            "at least one (default: 20)")
     synth.add_argument("--seconds", type=float, default=30.0, help="length of each track")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--soundfont", help="a .sf2 file (default: the GM soundfont shipped with pretty_midi)")

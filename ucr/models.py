@@ -155,11 +155,11 @@ def fetch_registry(reference: str, if_exists: bool = False, found_by: str = "the
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         shutil.rmtree(workdir, ignore_errors=True)
-        message = (done.stderr.strip().splitlines() or ["the registry look-up failed"])[-1]
+        message = (done.stderr.strip().splitlines() or ["the registry look-up failed"])[-1].removeprefix("error: ")
         if if_exists:
             print(f"[ucr] {reference}: {message}; looking further", file=sys.stderr)
             return None
-        raise ValueError(message.removeprefix("error: "))
+        raise ValueError(message)
     found = json.loads(lines[-1])
     if found is None:
         shutil.rmtree(workdir, ignore_errors=True)
