@@ -165,6 +165,24 @@ def test_registry_references_and_the_champion(tiny_model, workdir, monkeypatch, 
     assert (workdir / "fallback" / "demo_out" / "song" / "component0.wav").exists()
 
 
+def test_evaluate_label_components_names_the_outputs(tiny_model, workdir, capsys):
+    """`ucr evaluate --label-components` stores the fixed matching in the checkpoint; separate then uses it."""
+    from ucr.pipeline import Pipeline
+
+    shutil.copytree(tiny_model, "mine")
+    cache = os.path.join(os.path.dirname(tiny_model), "cache")  # encoded with stems (stands in for validation)
+    assert main(["evaluate", "--model", "mine", "--data", cache, "--split", "validation", "--out", "report",
+                 "--steps", "1", "--max-chunks", "4", "--no-nmf", "--label-components"]) == 0
+    captured = capsys.readouterr()
+    assert "chunk" in captured.err  # the per-chunk progress bar
+    names = Pipeline.from_checkpoint("mine").component_names
+    assert {name.split("_")[0] for name in names} <= {"Drums", "Bass", "component0", "component1"}
+    assert any(name.startswith(("Drums", "Bass")) for name in names)
+    write_song(workdir / "song.wav")
+    assert main(["separate", "song.wav", "-n", "mine", "--quiet"]) == 0
+    assert sorted(p.stem for p in (workdir / "separated" / "mine" / "song").iterdir()) == sorted(names)
+
+
 # ------------------------------------------------------------------------------------------------ output formats
 MP3 = "MPEG_LAYER_III" in sf.available_subtypes("MP3")
 
@@ -286,3 +304,71 @@ def test_synth_says_when_a_split_is_empty(workdir, capsys):
     assert main(["data", "synth", "--tracks", "3", "--seconds", "1", "--out", "three", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "train 1, validation 1, test 1" in captured.out and "no track" not in captured.err
+
+
+# ------------------------------------------------------------------------------------------------ the README
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's fenced code blocks of ``language``."""
+    text = open(README, encoding="utf-8").read()
+    return [part.split("\n```", 1)[0] for part in text.split(f"```{language}\n")[1:]]
+
+
+def readme_commands() -> list[str]:
+    """Every `ucr` command of the README's shell blocks, continuation lines joined, comments dropped."""
+    import shlex
+
+    commands = []
+    for block in readme_blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.split(" ", 1)[0] in ("ucr", ".venv/bin/ucr"):
+                words = shlex.split(line, comments=True)
+                commands.append(" ".join(shlex.quote(w) for w in words[1:]))
+    return commands
+
+
+def test_every_readme_ucr_command_parses():
+    """Flags that do not exist, or a missing argument, fail here (argparse exits 2)."""
+    import shlex
+
+    from ucr.cli import build_parser
+
+    commands = readme_commands()
+    assert any(c.startswith("separate ") for c in commands) and any(c == "demo" for c in commands)
+    parser = build_parser()
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "sweep":  # handed whole to tune.sweep (its own parser; test_cli runs it)
+            continue
+        parser.parse_args(words)
+
+
+def test_readme_separation_commands_and_python_api_run_as_written(tiny_model, workdir, capsys):
+    """The README's `ucr separate` lines and its Python API block, on the files they name (a tiny model stands in
+    for the trained ones; registry lines are covered by test_registry_references_and_the_champion)."""
+    import shlex
+
+    make_demo_out(tiny_model, sources=["Drums", "Bass"])  # as jobs.evaluate leaves the demo's model
+    track = workdir / "demo_out" / "data" / "test" / "Track00030"
+    track.mkdir(parents=True)
+    sf.write(str(track / "mix.flac"), write_song(workdir / "mix.wav", rate=SR, channels=1), SR, subtype="PCM_24")
+    write_song(workdir / "song.wav")
+    os.makedirs("runs")
+    shutil.copytree(tiny_model, "runs/cpu60")
+    ran = 0
+    for command in readme_commands():
+        if command.startswith("separate ") and "models:/" not in command:
+            assert main(shlex.split(command)) == 0, command
+            ran += 1
+    assert ran == 3
+    assert sorted(p.name for p in (workdir / "separated" / "demo_out" / "Track00030").iterdir()) == [
+        "Bass.wav", "Drums.wav"]
+    assert (workdir / "separated" / "demo_out" / "song" / "Drums.wav").exists()
+    assert (workdir / "separated" / "cpu60" / "song" / "component0.flac").exists()
+    (api,) = [block for block in readme_blocks("python") if "from_pretrained" in block]
+    capsys.readouterr()
+    exec(compile(api, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["Drums", "Bass"]

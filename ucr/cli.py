@@ -237,10 +237,15 @@ def cmd_recompose(args: argparse.Namespace) -> int:
     return 0
 
 
+MIXTURE_FILES = ("mix", "mixture")  # the mixture's file name in the Slakh and MUSDB layouts
+
+
 def track_name(uri: str) -> str:
-    """``music/Song 1.flac`` -> ``Song 1`` (the folder a track's outputs go to)."""
-    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    """The folder a track's outputs go to: ``music/Song 1.flac`` -> ``Song 1``; in the dataset layouts, where every
+    mixture has the same file name, the track's folder (``data/test/Track00030/mix.flac`` -> ``Track00030``)."""
+    parts = [part for part in str(uri).replace("\\", "/").split("/") if part]
+    stem = parts[-1].rsplit(".", 1)[0] if "." in parts[-1].lstrip(".") else parts[-1]
+    return parts[-2] if stem.lower() in MIXTURE_FILES and len(parts) >= 2 else stem
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
@@ -252,6 +257,11 @@ def cmd_separate(args: argparse.Namespace) -> int:
     audio.output_subtype(format, args.sample_format)  # refuse an impossible format before any work
     if format == "MP3" and args.sr and args.sr not in audio.MP3_SAMPLE_RATES:
         raise ValueError(f"--mp3 cannot store {args.sr} Hz; choose --sr among {audio.MP3_SAMPLE_RATES}")
+    names = [track_name(track) for track in args.inputs]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(f"several inputs would write to the same folder ({', '.join(clashes)}); rename them or "
+                         f"separate them in separate runs")
     pipeline = _pipeline(args.model, args.device, "separate")
     folder = storage.join(args.out, pipeline.metadata["name"])
     for track in args.inputs:
