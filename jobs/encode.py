@@ -72,8 +72,9 @@ def run(args) -> dict:
 
 def parser():
     parser = common.base_parser(__doc__)
-    parser.add_argument("--supervised", action="store_true",
-                        help="also store stem latents for the train split (the supervised reference needs them)")
+    parser.add_argument("--supervised", "--with-stems", dest="supervised", action="store_true",
+                        help="also store stem latents for the train split (the supervised reference needs them; "
+                             "`ucr data encode` calls it --with-stems)")
     return parser
 
 

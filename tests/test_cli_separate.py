@@ -280,6 +280,10 @@ def test_help_says_the_defaults(capsys):
             main(words + ["--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "auto (the default: CUDA when present" in text, words
+    for words in (["train"], ["train-prior"]):
+        with pytest.raises(SystemExit):
+            main(words + ["--help"])
+        assert "train.device: auto by default (CUDA when present" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
         main(["recompose", "--help"])
     assert "no prior needed" in " ".join(capsys.readouterr().out.split())

@@ -411,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--out", metavar="OUT", help="write the decoded audio here")
     rt.set_defaults(handler=cmd_codec_roundtrip)
 
-    train = commands.add_parser("train", help="train the decomposer in-process (resumes an existing run)")
+    device_note = ("Runs on train.device: auto by default (CUDA when present, else CPU); --set train.device=cpu "
+                   "forces the CPU.")
+    train = commands.add_parser("train", help="train the decomposer in-process (resumes an existing run)",
+                                description="Train the decomposer in-process (resumes an existing run). " + device_note)
     train.add_argument("--data", help="latent cache URI of the training split (default: data.cache of the preset)")
     train.add_argument("--out", required=True, help="run folder (local or s3://): checkpoints and final.pt")
     train.add_argument("--supervised", action="store_true",
@@ -422,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     train.set_defaults(handler=cmd_train)
 
-    prior = commands.add_parser("train-prior", help="train the masked prior over a trained decomposer's components")
+    prior = commands.add_parser("train-prior", help="train the masked prior over a trained decomposer's components",
+                                description="Train the masked prior over a trained decomposer's components. "
+                                            + device_note)
     prior.add_argument("--decomposer", required=True, help="decomposer checkpoint file or run folder")
     prior.add_argument("--data", help="latent cache of the training split (default: data.cache of the preset)")
     prior.add_argument("--out", required=True, help="run folder for the prior (its final.pt embeds the decomposer)")
