@@ -291,7 +291,8 @@ def parser():
     parser = common.base_parser(__doc__)
     add_scaling_args(parser)
     parser.add_argument("--supervised", action="store_true",
-                        help="train the supervised reference instead (needs `jobs.encode --supervised`)")
+                        help="train the supervised reference instead (needs a train cache with stems: "
+                             "`ucr data encode --with-stems` or `jobs.encode --with-stems`)")
     return parser
 
 
