@@ -69,7 +69,7 @@ class CodecConfig:
     normalize_scope: str = "channel"
 
     def __post_init__(self) -> None:
-        _one_of("codec.name", self.name, ["encodec", "mdct"])
+        _one_of("codec.name", self.name, ["encodec", "mdct", "stft_mag"])
         _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
         _one_of("codec.normalize_scope", self.normalize_scope, ["channel", "global"])
         _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])

@@ -8,13 +8,17 @@ from ucr.codec.stats import LatentStats
 
 __all__ = ["LatentCodec", "MDCTCodec", "LatentStats", "build_codec", "CODEC_NAMES"]
 
-CODEC_NAMES = ("encodec", "mdct")
+CODEC_NAMES = ("encodec", "mdct", "stft_mag")
 
 
 def build_codec(config) -> LatentCodec:
     """The one place a :class:`ucr.config.CodecConfig` becomes a codec."""
     if config.name == "mdct":
         return MDCTCodec()
+    if config.name == "stft_mag":
+        from ucr.codec.stft import STFTMagnitudeCodec
+
+        return STFTMagnitudeCodec()
     if config.name == "encodec":
         from ucr.codec.encodec import EncodecCodec
 
