@@ -1,8 +1,9 @@
 """Where the served model comes from: an MLflow registry reference or a checkpoint URI.
 
 ``models:/<name>@<alias>`` (the default, ``models:/ucr@champion``) or ``models:/<name>/<version>`` is looked up in the
-MLflow model registry; the registered version's artifact folder holds ``checkpoint.pt`` (plus ``MLmodel`` and
-``ucr.json``), the contract of the register job. Anything else is a checkpoint file or run folder, local or
+MLflow model registry; the registered version is a pyfunc model whose ``artifacts/`` hold ``checkpoint.pt`` and
+``ucr.json`` (versions registered before the pyfunc format hold them at the top of the folder), the contract of
+the register job. Only the checkpoint is read, as data: the version's pyfunc code is never run here. Anything else is a checkpoint file or run folder, local or
 ``s3://``, that :meth:`ucr.pipeline.Pipeline.from_checkpoint` reads directly.
 """
 
@@ -20,6 +21,7 @@ from ucr.models import DEFAULT_REGISTRY_MODEL as DEFAULT_MODEL
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CARD_FILE = "ucr.json"
+ARTIFACT_FOLDERS = ("artifacts", "")  # where a version keeps them: the pyfunc's artifacts/, else the top (older)
 
 __all__ = ["DEFAULT_MODEL", "ModelSource", "checkpoint_name", "parse_registry_reference", "resolve"]
 
@@ -105,14 +107,16 @@ def _resolve_registry(reference: str, name: str, alias: str | None, version: str
             shutil.rmtree(workdir, ignore_errors=True)
         raise ValueError(f"{reference}: could not download version {version} from the registry at {where} "
                          f"({err.message})") from None
-    checkpoint = os.path.join(folder, CHECKPOINT_FILE)
+    within = next((os.path.join(folder, sub) for sub in ARTIFACT_FOLDERS
+                   if os.path.isfile(os.path.join(folder, sub, CHECKPOINT_FILE))), folder)
+    checkpoint = os.path.join(within, CHECKPOINT_FILE)
     if not os.path.isfile(checkpoint):
         if owned:
             shutil.rmtree(workdir, ignore_errors=True)
         raise ValueError(f"{reference}: version {version} has no {CHECKPOINT_FILE} in its artifacts "
                          f"(found {sorted(os.listdir(folder))}); register it with the UCR register job")
     card = {}
-    card_path = os.path.join(folder, CARD_FILE)
+    card_path = os.path.join(within, CARD_FILE)
     if os.path.isfile(card_path):
         try:
             with open(card_path, encoding="utf-8") as handle:
