@@ -217,8 +217,44 @@ def parent_run_id(args: argparse.Namespace, config: ExperimentConfig) -> str:
     run = client.create_run(experiment_id, run_name=name, tags={"ucr.run_name": name, "ucr.parent": "true",
                                                                  "ucr.preset": config.name})
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:500])
-                                              for k, v in config.to_flat_dict().items()])
+                                              for k, v in relevant_params(config).items()])
     return run.info.run_id
+
+
+# the config sections each stage's child run records (the parent run holds the whole relevant config)
+STAGE_SECTIONS = {"data": ("data",), "encode": ("codec", "data"),
+                  "train": ("codec", "data", "model", "diffusion", "train"),
+                  "train-supervised": ("codec", "data", "model", "diffusion", "train"),
+                  "prior": ("prior", "train"), "register": (), "evaluate": ("diffusion",)}
+_ENCODEC_ONLY = ("codec.weights", "codec.latent_kind", "codec.bandwidth", "codec.segment_seconds")
+
+
+def relevant_params(config: ExperimentConfig, sections: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The resolved config as MLflow params, without the fields that do not apply to this experiment (EnCodec's
+    weights and bandwidth on another codec, the one-pass settings of a multi-step separation, the remix settings
+    with no remix loss, unset options); ``sections`` keeps only those (``name`` always)."""
+    flat = config.to_flat_dict()
+    drop = set()
+    if flat.get("codec.name") != "encodec":
+        drop.update(_ENCODEC_ONLY)
+    if not flat.get("codec.normalize_latents"):
+        drop.add("codec.normalize_scope")
+    if not flat.get("data.synthetic"):
+        drop.update(k for k in flat if k.startswith("data.synthetic_"))
+    if not str(flat.get("diffusion.separation", "")).startswith("one_pass"):
+        drop.update(("diffusion.one_pass_alpha", "diffusion.one_pass_draws"))
+    if not flat.get("model.component_strides"):  # empty: every component at model.component_stride
+        drop.add("model.component_strides")
+    if not flat.get("model.remix_weight"):
+        drop.update(("model.remix_alpha", "model.remix_teacher"))
+    out = {}
+    for key, value in flat.items():
+        if key in drop or value is None or value == "":  # unset: the default behaviour
+            continue
+        if sections is not None and key != "name" and key.split(".")[0] not in sections:
+            continue
+        out[key] = str(value)[:500]
+    return out
 
 
 @contextlib.contextmanager
@@ -234,7 +270,7 @@ def stage_run(args: argparse.Namespace, config: ExperimentConfig, stage: str) ->
     with mlflow.start_run(run_id=parent, experiment_id=experiment_id, log_system_metrics=False):
         with mlflow.start_run(run_name=f"{run_name(args, config)}/{stage}", nested=True, experiment_id=experiment_id,
                               tags={"ucr.stage": stage, "ucr.run_name": run_name(args, config)}) as child:
-            mlflow.log_params({k: str(v)[:500] for k, v in config.to_flat_dict().items()})
+            mlflow.log_params(relevant_params(config, STAGE_SECTIONS.get(stage)))
             started = time.monotonic()
             yield child
             mlflow.log_metric("stage_wall_seconds", time.monotonic() - started)
@@ -266,3 +302,34 @@ def log_uri_artifact(uri: str, artifact_path: str | None = None) -> None:
 
 def print_result(stage: str, result: dict) -> None:
     print(f"[{stage}] " + json.dumps(result, default=str), file=sys.stdout, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# console and log file
+
+
+@contextlib.contextmanager
+def console_to_file(path: str) -> Iterator[Any]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so also every process it starts: Ray's
+    daemons and workers, whose lines Ray forwards to the driver's stdout) to the file ``path``, appended; yield a
+    text stream on the original console for what a person should see. Restored on exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    saved = os.dup(1), os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    try:
+        yield console
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        console.close()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])

@@ -24,17 +24,46 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # inside each Ray Train worker
 
 
+# training metrics renamed in MLflow so the UI groups them and says their protocol (Ray's reports keep the loop's
+# names: Tune's schedulers and searchers use them)
+VALIDATION_NAMES = {"val_si_sdri": "val/si_sdri/mean/whole_fixed_quick",
+                    "val_prior_loss": "val/prior_loss/masked_denoising"}
+
+
+def mlflow_metric_name(name: str) -> str:
+    """``val_si_sdri_Drums`` -> ``val/si_sdri/Drums/whole_fixed_quick`` (the quick score: whole chunks of a fixed
+    validation subset, one matching for the subset); other names unchanged."""
+    if name in VALIDATION_NAMES:
+        return VALIDATION_NAMES[name]
+    if name.startswith("val_si_sdri_"):
+        return f"val/si_sdri/{name[len('val_si_sdri_'):]}/whole_fixed_quick"
+    return name
+
+
 class StepLogger:
-    """Rank-0 MLflow metric logging (buffered; one request per log interval)."""
+    """Rank-0 MLflow metric logging (buffered; one request per log interval). The learning rate is logged only
+    when it changes (warm-up): a constant one is the ``train.lr`` param, not a flat line."""
 
     def __init__(self, tracking_uri: str | None, run_id: str | None, prefix: str) -> None:
         self.run_id = run_id
         self.prefix = prefix
         self.client = None
+        self.last_lr: float | None = None
         if run_id:
             from mlflow import MlflowClient
 
             self.client = MlflowClient(tracking_uri)
+
+    def filtered(self, metrics: dict) -> dict:
+        """``metrics`` under their MLflow names, without an unchanged learning rate."""
+        out = {}
+        for name, value in metrics.items():
+            if name == "lr":
+                if self.last_lr is not None and float(value) == self.last_lr:
+                    continue
+                self.last_lr = float(value)
+            out[f"{self.prefix}{mlflow_metric_name(name)}"] = float(value)
+        return out
 
     def log(self, step: int, metrics: dict) -> None:
         if self.client is None:
@@ -44,8 +73,10 @@ class StepLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(f"{self.prefix}{k}", float(v), now, step)
-                                                    for k, v in metrics.items()])
+        metrics = self.filtered(metrics)
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=[Metric(name, value, now, step)
+                                                        for name, value in metrics.items()])
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -116,6 +147,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     else:
         trainer = build_decomposer_trainer(config, loop_config["cache"], loop_config["run_uri"],
                                            supervised=kind == "supervised", **common_args)
+    logger.last_lr = trainer.lr_at(trainer.step)  # constant without warm-up: then never drawn, it is train.lr
     # resume from the newest of Ray's restored checkpoint and the run folder's own (a stopped job may have written
     # checkpoints that Ray's run state did not record before it died)
     candidates = []
@@ -217,8 +249,29 @@ def add_scaling_args(parser) -> None:
                              "node costs fewer workers")
 
 
+def add_validation_args(parser) -> None:
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="score the model on a fixed validation subset every N steps and log the curve "
+                             "(the quick separation score; the held-out masked loss for a prior); default: "
+                             "train.checkpoint_every when the experiment has a validation cache; 0: never")
+    parser.add_argument("--eval-chunks", type=int, default=4, help="validation chunks scored each time (default 4)")
+
+
+def validation_settings(args, config, latents: str, kind: str) -> dict:
+    """The loop's validation settings (see :func:`_validator`) when a validation cache with stems exists and
+    ``--eval-every`` is not 0; else no validation (an empty dict)."""
+    every = getattr(args, "eval_every", None)
+    every = config.train.checkpoint_every if every is None else every
+    val_cache = storage.join(latents, "validation")
+    if not every or kind == "supervised" or not storage.exists(storage.join(val_cache, "manifest.json")):
+        return {}
+    return {"eval_every": int(every), "val_cache": val_cache, "eval_chunks": int(getattr(args, "eval_chunks", 4)),
+            "eval_steps": min(5, config.diffusion.sampler_steps)}
+
+
 def log_outcome(run_uri: str, stage: str) -> dict:
-    """Log the final checkpoint's config, the loss curve (from the run's MLflow history) and the checkpoint."""
+    """Log the final checkpoint's config, the loss curve and the validation curve (from the run's MLflow history)
+    and the checkpoint."""
     import mlflow
 
     from ucr.train import checkpoint as ckpt
@@ -228,11 +281,15 @@ def log_outcome(run_uri: str, stage: str) -> dict:
     common.log_json("config.json", payload["config"])
     client = mlflow.MlflowClient(common.tracking_uri())
     run_id = mlflow.active_run().info.run_id
-    history = client.get_metric_history(run_id, "loss")
-    if history:
-        png = loss_curve_png([m.step for m in history], [m.value for m in history], stage)
+    curves = [("loss", f"{stage}_loss.png", "loss", True)]
+    curves += [(name, f"{stage}_validation.png", name, False) for name in VALIDATION_NAMES.values()]
+    for metric, file_name, label, log_scale in curves:
+        history = sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+        if not history:
+            continue
+        png = loss_curve_png([m.step for m in history], [m.value for m in history], stage, label, log_scale)
         with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, f"{stage}_loss.png")
+            path = os.path.join(folder, file_name)
             with open(path, "wb") as handle:
                 handle.write(png)
             mlflow.log_artifact(path)
@@ -240,7 +297,8 @@ def log_outcome(run_uri: str, stage: str) -> dict:
     return {"final": final, "step": payload["step"]}
 
 
-def loss_curve_png(steps: list[int], values: list[float], title: str) -> bytes:
+def loss_curve_png(steps: list[int], values: list[float], title: str, label: str = "loss",
+                   log_scale: bool = True) -> bytes:
     import io
 
     import matplotlib
@@ -249,10 +307,11 @@ def loss_curve_png(steps: list[int], values: list[float], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot(steps, values)
+    axis.plot(steps, values, marker="" if log_scale else "o")
     axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_yscale("log")
+    axis.set_ylabel(label)
+    if log_scale:
+        axis.set_yscale("log")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -277,7 +336,8 @@ def run(args, kind: str = "decomposer") -> dict:
                                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                                      max_failures=args.max_failures, decomposer=decomposer,
                                      mlflow_run_id=child.info.run_id, quiet=args.quiet,
-                                     placement_strategy=args.placement_strategy)
+                                     placement_strategy=args.placement_strategy,
+                                     extra_loop_config=validation_settings(args, config, paths["latents"], kind))
         result = trainer.fit()
         if result.error:
             raise result.error
@@ -290,6 +350,7 @@ def run(args, kind: str = "decomposer") -> dict:
 def parser():
     parser = common.base_parser(__doc__)
     add_scaling_args(parser)
+    add_validation_args(parser)
     parser.add_argument("--supervised", action="store_true",
                         help="train the supervised reference instead (needs a train cache with stems: "
                              "`ucr data encode --with-stems` or `jobs.encode --with-stems`)")
