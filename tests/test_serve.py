@@ -99,8 +99,9 @@ def start_mlflow_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 
 def register(tracking_uri: str, name: str, checkpoint: str, alias: str = "champion") -> str:
-    """Register ``checkpoint`` the way the register job does (artifact folder with checkpoint.pt, ucr.json and
-    MLmodel) and point ``alias`` at the new version. Returns the version."""
+    """Register ``checkpoint`` in the layout versions had before the register job logged pyfunc models
+    (checkpoint.pt, ucr.json and MLmodel at the top of the folder; Serve still reads it, tests/test_registry.py covers
+    the pyfunc layout) and point ``alias`` at the new version. Returns the version."""
     import mlflow
     from mlflow import MlflowClient
 
