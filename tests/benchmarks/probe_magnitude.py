@@ -15,10 +15,8 @@ import argparse
 import torch
 
 from ucr.codec.stft import mask_decode
-from ucr.data.latents import LatentCache
+from tests.benchmarks.probe_residual import best_fixed, load_probe
 from ucr.decomposer import coherence_with_mixture, replace_with_residual
-from tests.benchmarks.probe_residual import best_fixed
-from ucr.pipeline import Pipeline
 
 
 def main() -> None:
@@ -29,16 +27,11 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.2,0.3,0.5,0.7")
     args = parser.parse_args()
 
-    pipeline = Pipeline.from_checkpoint(args.model)
-    model, codec = pipeline.model.eval(), pipeline.codec
-    cache = LatentCache(args.data)
-    items = [cache.item(i) for i in range(min(args.chunks, cache.num_chunks))]
-    mixture = torch.stack([item["mixture"] for item in items])  # [N, C, T]
+    model, codec, items, mixture, sources = load_probe(args.model, args.data, args.chunks)  # mixture [N, C, T]
     length = mixture.shape[-1] * codec.hop_length
     pad = lambda x: torch.nn.functional.pad(x, (0, length - x.shape[-1]))  # noqa: E731
     mix_wave = pad(torch.stack([item["mixture_wave"] for item in items]))  # [N, L]
     references = pad(torch.stack([item["stem_waves"] for item in items])).numpy()  # [N, S, L]
-    sources = list(cache.sources)
 
     def report(waves, label):
         scores = best_fixed(waves.numpy(), references, mix_wave[:, None].numpy())

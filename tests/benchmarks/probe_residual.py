@@ -35,6 +35,16 @@ def block_gains(estimate: torch.Tensor, mixture: torch.Tensor, block_c: int, blo
     return gains.repeat_interleave(block_c, 1)[:, :C].repeat_interleave(block_t, 2)[..., :T]
 
 
+def load_probe(model_uri: str, data: str, chunks: int):
+    """``(model, codec, items, mixture [N, C, T], sources)``: a decomposer in eval mode and the first ``chunks``
+    chunks of a split's cache with stems."""
+    pipeline = Pipeline.from_checkpoint(model_uri)
+    cache = LatentCache(data)
+    items = [cache.item(i) for i in range(min(chunks, cache.num_chunks))]
+    mixture = torch.stack([item["mixture"] for item in items])
+    return pipeline.model.eval(), pipeline.codec, items, mixture, list(cache.sources)
+
+
 def best_fixed(estimates, references, mixture):
     """Mean SI-SDRi per source ``[S]`` under the better of the two fixed component -> source matchings."""
     best = None
@@ -55,13 +65,8 @@ def main() -> None:
     parser.add_argument("--masks", action="store_true", help="also the waveform-domain STFT masks")
     args = parser.parse_args()
 
-    pipeline = Pipeline.from_checkpoint(args.model)
-    model, codec = pipeline.model.eval(), pipeline.codec
-    cache = LatentCache(args.data)
-    items = [cache.item(i) for i in range(min(args.chunks, cache.num_chunks))]
-    mixture = torch.stack([item["mixture"] for item in items])  # [N, C, T]
+    model, codec, items, mixture, sources = load_probe(args.model, args.data, args.chunks)  # mixture [N, C, T]
     stems = torch.stack([item["stems"] for item in items])  # [N, S, C, T]
-    sources = list(cache.sources)
     parts = model.separate(mixture, mode="one_pass", alpha=args.alpha, draws=args.draws,
                            generator=torch.Generator().manual_seed(0))  # [N, K, C, T]
     K = parts.shape[1]
