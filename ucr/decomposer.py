@@ -19,6 +19,9 @@ architecture reaches with labels, used through the same separation modes.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -248,15 +251,26 @@ class Decomposer(nn.Module):
     @torch.no_grad()
     def separate_many(self, mixtures: torch.Tensor, max_batch: int = 16, steps: int = 50,
                       generator: torch.Generator | None = None, mode: str = "independent", alpha: float = 0.3,
-                      draws: int = 4) -> torch.Tensor:
+                      draws: int = 4, on_progress: Callable[[float], None] | None = None) -> torch.Tensor:
         """:meth:`separate` over many excerpts ``[N, C, T]`` (e.g. the windows of one track) in batches of
         ``max_batch``, on the model's device -> ``[N, K, C, T]`` on the CPU. For ``one_pass_residual`` the blind
-        choice of the component to replace is made once over all N, so component k means the same everywhere."""
+        choice of the component to replace is made once over all N, so component k means the same everywhere.
+        ``on_progress(done)``: the number of excerpts done, in fractions of a batch while the sampler runs."""
         device = next(self.parameters()).device
         base = "one_pass" if mode == "one_pass_residual" else mode
-        parts = torch.cat([self.separate(mixtures[i:i + max_batch].to(device), steps=steps, generator=generator,
-                                         mode=base, alpha=alpha, draws=draws).cpu()
-                           for i in range(0, len(mixtures), max_batch)])  # [N, K, C, T]
+        parts = []
+        for start in range(0, len(mixtures), max_batch):
+            batch = mixtures[start:start + max_batch].to(device)  # [n, C, T]
+
+            def on_step(done: int, total: int, start: int = start, size: int = len(batch)) -> None:
+                on_progress(start + size * done / total)
+
+            with iadb.step_listener(on_step) if on_progress else nullcontext():
+                parts.append(self.separate(batch, steps=steps, generator=generator, mode=base, alpha=alpha,
+                                           draws=draws).cpu())  # [n, K, C, T]
+            if on_progress:
+                on_progress(start + len(batch))
+        parts = torch.cat(parts)  # [N, K, C, T]
         if mode == "one_pass_residual":
             mixtures = mixtures.cpu()
             parts = replace_with_residual(parts, mixtures, coherence_with_mixture(parts, mixtures).mean(dim=0))

@@ -66,14 +66,12 @@ def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int,
     ``progress``: the label of a bar per chunk on stderr (None: no bar).
 
     The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
-    from ucr.pipeline import separate_in_batches
-
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     out = []
     with tqdm(total=len(latents), desc=progress, unit="chunk", leave=False, disable=progress is None,
               bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}]") as bar:
-        all_parts = separate_in_batches(model, latents, batch_size, steps, generator, mode, alpha, draws,
+        all_parts = model.separate_many(latents, batch_size, steps, generator, mode, alpha, draws,
                                         on_progress=lambda done: bar.update(done - bar.n))  # [N, K, C, T]
     for i in range(0, len(latents), batch_size):
         parts = all_parts[i:i + batch_size]

@@ -13,7 +13,6 @@ Used by the CLI, the Ray jobs and the Serve application; all the maths of a requ
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,7 +24,7 @@ from ucr import audio, baselines
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
-from ucr.decomposer import Decomposer, build_decomposer, coherence_with_mixture, replace_with_residual
+from ucr.decomposer import Decomposer, build_decomposer
 from ucr.diffusion import iadb
 from ucr.train import checkpoint as ckpt
 from ucr.train.loop import resolve_device
@@ -50,32 +49,6 @@ def component_names(sources, n_components: int) -> tuple[str, ...]:
     safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("._") if s else "" for s in sources]
     return tuple(name if name and safe.count(name) == 1 else f"{name}_component{k}" if name else f"component{k}"
                  for k, name in enumerate(safe))
-
-
-def separate_in_batches(model: Decomposer, latents: torch.Tensor, max_batch: int, steps: int,
-                        generator: torch.Generator | None, mode: str, alpha: float, draws: int,
-                        on_progress: Callable[[float], None] | None = None) -> torch.Tensor:
-    """:meth:`Decomposer.separate_many` (same arguments, same result) that reports progress: ``latents [N, C, T]`` ->
-    ``[N, K, C, T]`` on the CPU; ``on_progress(done)`` gets the number of excerpts done, in fractions of a batch
-    while the sampler runs. For ``one_pass_residual`` the blind choice is still made once over all N."""
-    base = "one_pass" if mode == "one_pass_residual" else mode
-    parts = []
-    for start in range(0, len(latents), max_batch):
-        batch = latents[start:start + max_batch]  # [n, C, T]
-
-        def on_step(done: int, total: int, start: int = start, size: int = len(batch)) -> None:
-            on_progress(start + size * done / total)
-
-        with iadb.step_listener(on_step) if on_progress else nullcontext():
-            parts.append(model.separate_many(batch, max_batch, steps=steps, generator=generator, mode=base,
-                                             alpha=alpha, draws=draws))  # [n, K, C, T]
-        if on_progress:
-            on_progress(start + len(batch))
-    parts = torch.cat(parts)  # [N, K, C, T]
-    if mode == "one_pass_residual":
-        mixtures = latents.cpu()
-        parts = replace_with_residual(parts, mixtures, coherence_with_mixture(parts, mixtures).mean(dim=0))
-    return parts
 
 
 class _Bar:
@@ -244,10 +217,10 @@ class Pipeline:
         generator = torch.Generator().manual_seed(seed)
         diffusion = self.config.diffusion
         with _Bar(progress, len(starts), "separate", "window") as bar:
-            parts = separate_in_batches(self.model, pieces, max_batch, steps, generator, mode,
-                                        diffusion.one_pass_alpha if alpha is None else alpha,
-                                        diffusion.one_pass_draws if draws is None else draws,
-                                        on_progress=bar.to if progress else None)  # [N, K, C, W]
+            parts = self.model.separate_many(pieces, max_batch, steps, generator, mode,
+                                             diffusion.one_pass_alpha if alpha is None else alpha,
+                                             diffusion.one_pass_draws if draws is None else draws,
+                                             on_progress=bar.to if progress else None)  # [N, K, C, W]
         total = torch.zeros(self.n_components, C, T)
         weight = torch.zeros(T)
         for index, start in enumerate(starts):
