@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec_commands.required = True
     rt = codec_commands.add_parser("roundtrip", help="encode + decode a file; print SI-SDR and real-time factors")
     rt.add_argument("input", metavar="IN", help="audio file (wav, flac, ogg, ...; local path or s3:// URI)")
-    rt.add_argument("--codec", choices=["encodec", "mdct"], default="mdct")
+    rt.add_argument("--codec", choices=["encodec", "mdct", "stft_mag"], default="mdct")
     rt.add_argument("--weights", default="facebook/encodec_24khz",
                     help="EnCodec weights: hub id, folder, s3:// URI, or 'random' (timing only)")
     rt.add_argument("--latent-kind", choices=["quantized", "continuous"], default="quantized")
