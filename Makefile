@@ -29,16 +29,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
-# FluidSynth (system library) renders the synthetic data; installed where the machine allows it.
+# System packages, installed with apt where the machine allows it: FluidSynth (a library) renders the synthetic data;
+# Chromium and its driver run the web page's browser test (tests/test_serve.py).
 system-deps:
-	@if $(PYTHON) -c "import ctypes.util,sys; sys.exit(0 if ctypes.util.find_library('fluidsynth') else 1)"; then \
+	@missing=""; \
+	$(PYTHON) -c "import ctypes.util,sys; sys.exit(0 if ctypes.util.find_library('fluidsynth') else 1)" \
+	  || missing="$$missing libfluidsynth3"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -z "$$missing" ]; then \
 		true; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "[setup] installing libfluidsynth3 with apt-get"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null) \
-		  || echo "[setup] WARNING: could not install libfluidsynth3; synthetic rendering will fail"; \
+		echo "[setup] installing$$missing with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		  || echo "[setup] WARNING: could not install$$missing (FluidSynth renders the synthetic data; Chromium runs the web page's test)"; \
 	else \
-		echo "[setup] WARNING: FluidSynth library not found; install libfluidsynth3 (Debian/Ubuntu) or fluid-synth (brew)"; \
+		echo "[setup] WARNING: missing system packages:$$missing; install them (Debian/Ubuntu names; brew: fluid-synth, chromium, chromedriver)"; \
 	fi
 
 demo: $(STAMP)

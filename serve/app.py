@@ -25,14 +25,18 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from html import escape as html_escape
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import soundfile as sf
-from fastapi import FastAPI, File, HTTPException, Query, Security, UploadFile
+from fastapi import File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -83,12 +87,23 @@ def _runtime(scope: dict):
     return getattr(scope["app"].state, "runtime", None)
 
 
-PUBLIC_PATHS = {"/healthz"}
+PUBLIC_PATHS = {"/healthz", "/"}  # liveness, and the web page's shell (it asks for the key before any API call)
+PUBLIC_PREFIXES = ("/ui/", "/static-offline-docs/")  # the page's and the docs' static assets: no model, no data
 DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+WEB_FOLDER = Path(__file__).parent / "web"
+# The pages load nothing from outside the app, and the browser is told so (the docs pages need their inline
+# scripts and styles; ReDoc's sidebar would otherwise fetch a logo from its vendor's CDN).
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+               "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'")
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+               "object-src 'none'; frame-ancestors 'none'")
+PAGE_POLICIES = {"/": PAGE_POLICY, "/docs": DOCS_POLICY, "/redoc": DOCS_POLICY}
 
 
 class APIKeyMiddleware:
-    """Every path but /healthz (and the docs, with ``public_docs``) needs ``X-API-Key`` when a key is configured.
+    """Every path but /healthz and the web page's static files (and the docs, with ``public_docs``) needs
+    ``X-API-Key`` when a key is configured.
     One check for every route, including the docs FastAPI adds; compared in constant time."""
 
     def __init__(self, app) -> None:
@@ -103,7 +118,8 @@ class APIKeyMiddleware:
         if runtime.api_key is None:
             return await self.app(scope, receive, send)
         path = _route_path(scope)
-        if path in PUBLIC_PATHS or (runtime.settings.public_docs and path in DOCS_PATHS):
+        if (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+                or (runtime.settings.public_docs and path in DOCS_PATHS)):
             return await self.app(scope, receive, send)
         given = b""
         for name, value in scope.get("headers", []):
@@ -114,6 +130,27 @@ class APIKeyMiddleware:
             return await _send_json(send, 401, f"the {API_KEY_HEADER} header {problem}; send the service's API key "
                                                f"in {API_KEY_HEADER}", {"WWW-Authenticate": API_KEY_HEADER})
         return await self.app(scope, receive, send)
+
+
+class PagePolicyMiddleware:
+    """The HTML pages (/, /docs, /redoc) carry a Content-Security-Policy that allows only this app's own assets."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        policy = PAGE_POLICIES.get(_route_path(scope)) if scope["type"] == "http" else None
+        if policy is None:
+            return await self.app(scope, receive, send)
+
+        async def with_policy(event):
+            if event["type"] == "http.response.start":
+                event = {**event, "headers": [*event.get("headers", []),
+                                              (b"content-security-policy", policy.encode()),
+                                              (b"x-content-type-options", b"nosniff")]}
+            await send(event)
+
+        return await self.app(scope, receive, with_policy)
 
 
 class UploadLimitMiddleware:
@@ -217,9 +254,12 @@ SeedParam = Annotated[int, Query(ge=0, le=MAX_SEED, description="same seed, same
 StepsParam = Annotated[int | None, Query(ge=1, le=MAX_STEPS,
                                          description="sampler steps (default: the model's diffusion.sampler_steps)")]
 
-api = FastAPI(title="UCR", version=ucr.__version__,
+# FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served from the package, so they work without internet
+api = FastAPIOffline(title="UCR", version=ucr.__version__,
               description="Separate music into the components a UCR model learnt, generate new mixtures with its "
                           "prior, and vary real ones. Audio comes back as float32 WAV at the model's sample rate.")
+api.mount("/ui", StaticFiles(directory=WEB_FOLDER), name="ui")
+api.add_middleware(PagePolicyMiddleware)
 api.add_middleware(UploadLimitMiddleware)
 api.add_middleware(APIKeyMiddleware)  # added last = outermost: unauthenticated requests never reach the limits
 api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
@@ -390,6 +430,13 @@ class UCRIngress:
             return _unwrap(await getattr(self.model, method).remote(*args))
         except (BackPressureError, DeploymentUnavailableError) as err:
             raise _busy(err) from None
+
+    @api.get("/", include_in_schema=False)
+    async def page(self, request: Request) -> HTMLResponse:
+        """The web page (serve/web): separate, generate and vary in a browser, through this API."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        html = (WEB_FOLDER / "index.html").read_text().replace("{{ROOT}}", html_escape(root, quote=True))
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})  # PagePolicyMiddleware adds the policy
 
     @api.get("/healthz", response_model=HealthResponse, summary="liveness (no API key needed)")
     async def healthz(self) -> dict:

@@ -163,6 +163,7 @@ class UCRModel:
                 "reload_error": self._reload_error,
                 "config": {"preset": config.name, "codec": config.codec.name, "n_components": pipeline.n_components,
                            "sources": pipeline.metadata.get("sources"), "has_prior": pipeline.prior is not None,
+                           "component_names": list(pipeline.component_names),
                            "sample_rate": pipeline.sample_rate, "sampler_steps": config.diffusion.sampler_steps,
                            "separation": config.diffusion.separation,
                            "kind": "prior" if pipeline.prior is not None else pipeline.metadata.get("kind"),

@@ -432,6 +432,131 @@ def test_vary_keeps_components_and_returns_variations(service):
     assert metadata["keep"] == [0] and metadata["task"] == "vary"
 
 
+# ------------------------------------------------------------------------------------------------ the web page
+def test_web_page_in_a_real_browser(service, tmp_path):
+    """The page at / in headless Chromium: key prompt, separate (players, spectrograms, mute, zip download),
+    generate, vary, an API error shown as a message, and /docs rendered with no asset from outside the app.
+    ``UCR_SCREENSHOTS=DIR`` also saves the screenshots the README shows."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import chromium, wait_for, wait_for_download
+
+    page = requests.get(f"{service.url}/", timeout=10)  # public: the shell holds no model and no data
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "http://" not in page.text and "https://" not in page.text  # nothing loaded from outside
+    assert requests.get(f"{service.url}/ui/app.js", timeout=10).status_code == 200
+    info = requests.get(f"{service.url}/model", headers=KEY, timeout=30).json()
+    names = info["config"]["component_names"]
+    assert len(names) == info["config"]["n_components"] == 2
+    song = tmp_path / "song.wav"
+    song.write_bytes(audio_file(2.0, rate=16000, channels=2, seed=5))
+    shots = Path(os.environ["UCR_SCREENSHOTS"]) if os.environ.get("UCR_SCREENSHOTS") else None
+
+    def shot(driver, name: str) -> None:
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(shots / name))
+
+    with chromium(tmp_path) as driver:
+        find = driver.find_element
+        driver.get(f"{service.url}/")
+        card = find(By.ID, "model-card")
+        wait_for(lambda: "API key" in card.text, 30, "the card to ask for the key (401)", driver)
+        unlabelled = driver.execute_script(
+            "return [...document.querySelectorAll('input, select')].filter(e => e.type !== 'hidden' && "
+            "!e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)")
+        assert unlabelled == []  # every control has a label (keyboard and screen-reader use)
+        find(By.ID, "api-key").send_keys(API_KEY)
+        find(By.CSS_SELECTOR, "#key-form button").click()
+        wait_for(lambda: MODEL_NAME in card.text, 30, "the model card", driver)
+        assert driver.execute_script("return sessionStorage.getItem('ucr-api-key')") == API_KEY
+
+        # separate: one player per component, with the input's duration, not silent
+        find(By.ID, "separate-file").send_keys(str(song))
+        find(By.ID, "separate-go").click()
+        rows = wait_for(lambda: find(By.ID, "separate-result").find_elements(By.CSS_SELECTOR, ".component"), 120,
+                        "the separated components", driver)
+        assert [row.get_attribute("data-name") for row in rows] == names
+        for row in rows:
+            assert float(row.get_attribute("data-seconds")) == pytest.approx(2.0, abs=1e-3)
+            assert float(row.get_attribute("data-rms-db")) > -80.0
+        durations = wait_for(lambda: driver.execute_script(
+            "const a = [...document.querySelectorAll('#separate-result .component audio')];"
+            "return a.every(x => x.readyState >= 1) ? a.map(x => x.duration) : null"), 30, "audio metadata", driver)
+        assert durations == pytest.approx([2.0] * len(names), abs=1e-2)
+        assert "done in" in find(By.ID, "separate-status").text
+        shot(driver, "web-separate.png")
+
+        # mute the first component: the in-browser mix plays the others only (each at 1/K, as the model composes)
+        rows[0].find_element(By.CSS_SELECTOR, "button.mute").click()
+        assert rows[0].get_attribute("data-audible") == "false" and rows[1].get_attribute("data-audible") == "true"
+        gains = driver.execute_script("return window.ucr.state.mixers.separation.gainValues()")
+        assert gains == [0.0, 0.5]
+        find(By.CSS_SELECTOR, "#separate-result button.play-mix").click()  # Web Audio graph builds without error
+
+        # the zip download holds every component and the metadata
+        find(By.CSS_SELECTOR, "#separate-result a.zip-link").click()
+        with zipfile.ZipFile(wait_for_download(tmp_path, "ucr-separate.zip")) as archive:
+            assert sorted(archive.namelist()) == ["component_0.wav", "component_1.wav", "metadata.json"]
+            assert json.loads(archive.read("metadata.json"))["input"]["filename"] == "song.wav"
+
+        # generate: one item = the mixture and its components
+        seconds = find(By.ID, "generate-seconds")
+        seconds.clear()
+        seconds.send_keys("1")
+        find(By.ID, "generate-go").click()
+        items = wait_for(lambda: find(By.ID, "generate-result").find_elements(By.CSS_SELECTOR, ".item"), 120,
+                         "a generated item", driver)
+        tracks = items[0].find_elements(By.CSS_SELECTOR, ".component")
+        assert sorted(t.get_attribute("data-name") for t in tracks) == sorted([*names, "mixture"])
+        assert all(float(t.get_attribute("data-seconds")) == pytest.approx(1.0, abs=1e-3) for t in tracks)
+        shot(driver, "web-generate.png")
+
+        # vary: keep component 0, one variation beside the original
+        find(By.ID, "vary-file").send_keys(str(song))
+        find(By.ID, "vary-go").click()
+        items = wait_for(lambda: find(By.ID, "vary-result").find_elements(By.CSS_SELECTOR, ".item"), 120,
+                         "a variation", driver)
+        assert len(items[0].find_elements(By.CSS_SELECTOR, ".component")) == len(names) + 1
+        assert len(find(By.ID, "vary-result").find_elements(By.CSS_SELECTOR, "audio")) == len(names) + 2
+
+        # an unsupported file: the API's 415 as a readable message
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not audio")
+        find(By.ID, "separate-file").send_keys(str(notes))
+        find(By.ID, "separate-go").click()
+        error = find(By.ID, "error")
+        wait_for(lambda: error.is_displayed() and "415" in error.text, 30, "the error message", driver)
+        assert "Unsupported file type" in error.text and "upload WAV, FLAC or Ogg" in error.text
+        shot(driver, "web-error.png")
+
+        # /docs and /redoc render with the assets the package ships (the key as a header, as a client sends it)
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": KEY})
+        driver.get(f"{service.url}/docs")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"), 30, "Swagger UI", driver)
+        assert "/separate" in find(By.CSS_SELECTOR, ".swagger-ui").text
+        driver.get(f"{service.url}/redoc")
+        wait_for(lambda: "separate" in find(By.TAG_NAME, "body").text, 30, "ReDoc", driver)
+        # ReDoc's sidebar asks its vendor's CDN for a logo: the page's policy refuses it, and nothing else leaves
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        console = [entry["message"] for entry in driver.get_log("browser")]
+        outside = [url for url in loaded if not url.startswith(service.url)]
+        assert all(any(url in line and "Content Security Policy" in line and "blocked" in line for line in console)
+                   for url in outside), (outside, console)
+
+    if shots is not None:  # the narrow (phone) layout of a separation
+        with chromium(tmp_path / "narrow", width=390, height=844) as driver:
+            driver.get(f"{service.url}/")
+            driver.execute_script(f"sessionStorage.setItem('ucr-api-key', '{API_KEY}'); location.reload()")
+            wait_for(lambda: MODEL_NAME in driver.find_element(By.ID, "model-card").text, 30, "the card", driver)
+            driver.find_element(By.ID, "separate-file").send_keys(str(song))
+            driver.find_element(By.ID, "separate-go").click()
+            wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#separate-result .component"), 120, "result")
+            driver.save_screenshot(str(shots / "web-separate-narrow.png"))
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def _silent() -> bytes:
     buffer = io.BytesIO()
