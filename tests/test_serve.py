@@ -511,6 +511,9 @@ def test_web_page_in_a_real_browser(service, tmp_path):
         tracks = items[0].find_elements(By.CSS_SELECTOR, ".component")
         assert sorted(t.get_attribute("data-name") for t in tracks) == sorted([*names, "mixture"])
         assert all(float(t.get_attribute("data-seconds")) == pytest.approx(1.0, abs=1e-3) for t in tracks)
+        plain = items[0].find_elements(By.CSS_SELECTOR, ".component:not([data-k])")  # outside the mixer
+        assert [t.get_attribute("data-name") for t in plain] == ["mixture"]
+        assert not plain[0].find_elements(By.CSS_SELECTOR, "button.mute")
         shot(driver, "web-generate.png")
 
         # vary: keep component 0, one variation beside the original

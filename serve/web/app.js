@@ -300,7 +300,7 @@ function trackRow(mixer, k, name, buffer, wav, fileName) {
   const seconds = samples.length / wav.rate;
   const level = rmsDb(samples);
   const row = el("div", { class: "component", "data-name": name, "data-seconds": seconds.toFixed(4),
-                          "data-rms-db": level.toFixed(2), "data-audible": "true" });
+                          "data-rms-db": level.toFixed(2), "data-audible": "true", "data-k": mixer ? String(k) : null });
   const controls = el("div", { class: "controls" });
   if (mixer) {
     const mute = el("button", { type: "button", class: "secondary mute", "aria-pressed": "false", text: "Mute",
@@ -309,7 +309,8 @@ function trackRow(mixer, k, name, buffer, wav, fileName) {
                                 "aria-label": `solo ${name}` });
     const refresh = () => {
       mixer.update();
-      document.querySelectorAll(`[data-mixer="${mixer.name}"] .component`).forEach((other, j) => {
+      document.querySelectorAll(`[data-mixer="${mixer.name}"] .component[data-k]`).forEach((other) => {
+        const j = Number(other.dataset.k);
         other.dataset.audible = String(mixer.audible(j));
         other.classList.toggle("muted-component", !mixer.audible(j));
       });
@@ -331,19 +332,20 @@ function zipLink(buffer, fileName) {
   return el("a", { href: url, download: fileName, class: "zip-link", text: `Download all (${fileName})` });
 }
 
-// Tracks of one group (a separation, a generated item, a variation) with a shared mixer.
-function trackGroup(groupName, title, entries, withMixer) {
-  const waves = entries.map((entry) => entry.wav);
-  const mixer = withMixer ? new Mixer(groupName, waves) : null;
-  if (mixer) state.mixers[groupName] = mixer;
+// One group (a separation, a generated item, a variation): its mixture as a plain player when there is one, then
+// the components with a shared mixer.
+function trackGroup(groupName, title, entries) {
+  const mixture = entries.filter((entry) => entry.name === "mixture");
+  const components = entries.filter((entry) => entry.name !== "mixture");
+  const mixer = new Mixer(groupName, components.map((entry) => entry.wav));
+  state.mixers[groupName] = mixer;
   const group = el("div", { class: "item", "data-mixer": groupName }, title ? el("h3", { text: title }) : null);
-  if (mixer) {
-    group.append(el("div", { class: "mixer" },
-      el("button", { type: "button", class: "play-mix", text: "Play mix", onclick: () => mixer.play() }),
-      el("button", { type: "button", class: "secondary", text: "Stop", onclick: () => mixer.stop() }),
-      el("span", { class: "muted", text: "mute or solo components to hear the mix without them" })));
-  }
-  entries.forEach((entry, k) => group.append(trackRow(mixer, k, entry.name, entry.buffer, entry.wav, entry.file)));
+  mixture.forEach((entry) => group.append(trackRow(null, 0, entry.name, entry.buffer, entry.wav, entry.file)));
+  group.append(el("div", { class: "mixer" },
+    el("button", { type: "button", class: "play-mix", text: "Play components", onclick: () => mixer.play() }),
+    el("button", { type: "button", class: "secondary", text: "Stop", onclick: () => mixer.stop() }),
+    el("span", { class: "muted", text: "mute or solo components to hear the mix without them" })));
+  components.forEach((entry, k) => group.append(trackRow(mixer, k, entry.name, entry.buffer, entry.wav, entry.file)));
   return group;
 }
 
@@ -441,7 +443,7 @@ async function separate(event) {
     result.replaceChildren(zipLink(zip, "ucr-separate.zip"));
     const original = audioPlayer(file, `input ${file.name}`);
     result.append(el("div", { class: "muted" }, document.createTextNode(`input: ${file.name} `), original.node));
-    result.append(trackGroup("separation", null, entries, true));
+    result.append(trackGroup("separation", null, entries));
   });
 }
 
@@ -453,7 +455,7 @@ async function generate(event) {
     const result = $("generate-result");
     result.replaceChildren(zipLink(zip, "ucr-generate.zip"));
     const items = [...new Set(Object.keys(files).filter((n) => n.endsWith(".wav")).map((n) => n.split("/")[0]))].sort();
-    items.forEach((item, i) => result.append(trackGroup(`generate-${i}`, `generated ${i + 1}`, entriesOf(files, `${item}/`, componentLabel), true)));
+    items.forEach((item, i) => result.append(trackGroup(`generate-${i}`, `generated ${i + 1}`, entriesOf(files, `${item}/`, componentLabel))));
   });
 }
 
@@ -470,7 +472,7 @@ async function vary(event) {
     result.replaceChildren(zipLink(zip, "ucr-vary.zip"));
     result.append(el("div", { class: "muted" }, document.createTextNode(`original: ${file.name} `), audioPlayer(file, "original").node));
     const items = [...new Set(Object.keys(files).filter((n) => n.endsWith(".wav")).map((n) => n.split("/")[0]))].sort();
-    items.forEach((item, i) => result.append(trackGroup(`vary-${i}`, `variation ${i + 1}`, entriesOf(files, `${item}/`, componentLabel), true)));
+    items.forEach((item, i) => result.append(trackGroup(`vary-${i}`, `variation ${i + 1}`, entriesOf(files, `${item}/`, componentLabel))));
   });
 }
 
