@@ -132,3 +132,44 @@ def test_smoke_demo_console_log_file_and_what_mlflow_holds(tmp_path):
     version = client.get_model_version("ucr", "1")
     assert version.tags["ucr.promotion"] in version.description
     assert ("promoted" in console) and ("registry:" in console)
+
+
+def test_in_process_commands_are_tracked_like_the_jobs(tmp_path, monkeypatch):
+    """`ucr train` and `ucr evaluate` with MLFLOW_TRACKING_URI set: the jobs' layout (experiment ucr-<preset>, a
+    parent run per run name, a child run per stage), the step metrics, the checkpoint and the report's metrics."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import SR, write_slakh_track
+    from ucr.cli import main
+    from ucr.codec import MDCTCodec
+    from ucr.data.latents import EncodeSettings, encode_split
+
+    stems = {"S00": ("Drums", None, 0.3), "S01": ("Bass", 55.0, 0.3)}
+    for i in range(2):
+        write_slakh_track(tmp_path / "slakh", "train", f"Track{i + 1:05d}", stems, seed=i)
+    settings = EncodeSettings(data_root=str(tmp_path / "slakh"), layout="slakh", split="train",
+                              sources=("Drums", "Bass"), mix="mean", sample_rate=SR, chunk_seconds=0.5,
+                              silence_rms=0.01, with_stems=True, tracks_per_shard=2)
+    encode_split(settings, MDCTCodec(), str(tmp_path / "latents" / "train"), progress=False)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    run = str(tmp_path / "run")
+    assert main(["train", "--preset", "smoke", "--data", str(tmp_path / "latents" / "train"), "--out", run,
+                 "--quiet", "--run-name", "tracked", "--set", "train.steps=4", "--set", "train.log_every=2"]) == 0
+    assert main(["evaluate", "--model", run, "--data", str(tmp_path / "latents"), "--split", "train", "--out",
+                 str(tmp_path / "eval"), "--no-nmf", "--max-chunks", "2", "--quiet", "--run-name", "tracked"]) == 0
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("ucr-smoke")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ucr.parent") == "true"]
+    assert parent.data.tags["ucr.run_name"] == "tracked"
+    children = {r.data.tags["ucr.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"train", "evaluate"}
+    train = children["train"]
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "loss")] == [2, 4]
+    assert train.data.params["train.steps"] == "4"
+    assert "checkpoint/final.pt" in [f.path for f in client.list_artifacts(train.info.run_id, "checkpoint")]
+    scores = [name for name in children["evaluate"].data.metrics if name.startswith("train/si_sdri/")]
+    assert scores, children["evaluate"].data.metrics

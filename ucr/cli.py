@@ -130,45 +130,53 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_hooks(quiet: bool, label: str):
-    """With the progress bar off, print one line per log interval (for log files)."""
+def _log_hooks(quiet: bool, label: str, tracker=None):
+    """With the progress bar off, print one line per log interval (for log files); with a tracker, log there too."""
     from ucr.train.loop import Hooks
 
-    if not quiet:
-        return Hooks()
-
     def on_log(step: int, metrics: dict) -> None:
-        print(f"[{label}] step {step} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+        if quiet:
+            print(f"[{label}] step {step} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+        if tracker is not None:
+            tracker.log_step(step, metrics)
 
-    return Hooks(on_log=on_log)
+    return Hooks(on_log=on_log) if quiet or tracker is not None else Hooks()
 
 
-def _run_trainer(trainer, args: argparse.Namespace, label: str) -> int:
+def _run_trainer(trainer, args: argparse.Namespace, label: str, tracker=None, stage: str = "train") -> int:
     if not args.no_resume and trainer.resume_if_possible():
         print(f"[{label}] resuming {args.out} from step {trainer.step}")
     result = trainer.fit(resume=False)
     state = "stopped early (train.max_minutes)" if result.stopped_early else "done"
     print(f"[{label}] {state} at step {result.step}; loss {result.metrics.get('loss', float('nan')):.4f}; "
           f"model: {result.final_uri}")
+    if tracker is not None:
+        tracker.log_training_outcome(args.out, stage)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ucr.tracking import tracked_stage
     from ucr.train.tasks import build_decomposer_trainer
 
     config = _config_from(args)
-    trainer = build_decomposer_trainer(config, args.data or config.data.cache, args.out, supervised=args.supervised,
-                                       progress=not args.quiet, hooks=_log_hooks(args.quiet, "train"))
-    return _run_trainer(trainer, args, "train")
+    stage = "train-supervised" if args.supervised else "train"
+    with tracked_stage(args.mlflow, stage, config, args.run_name) as tracker:
+        trainer = build_decomposer_trainer(config, args.data or config.data.cache, args.out,
+                                           supervised=args.supervised, progress=not args.quiet,
+                                           hooks=_log_hooks(args.quiet, "train", tracker))
+        return _run_trainer(trainer, args, "train", tracker, stage)
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
+    from ucr.tracking import tracked_stage
     from ucr.train.tasks import build_prior_trainer
 
     config = _config_from(args)
-    trainer = build_prior_trainer(config, args.decomposer, args.data or config.data.cache, args.out,
-                                  progress=not args.quiet, hooks=_log_hooks(args.quiet, "train-prior"))
-    return _run_trainer(trainer, args, "train-prior")
+    with tracked_stage(args.mlflow, "prior", config, args.run_name) as tracker:
+        trainer = build_prior_trainer(config, args.decomposer, args.data or config.data.cache, args.out,
+                                      progress=not args.quiet, hooks=_log_hooks(args.quiet, "train-prior", tracker))
+        return _run_trainer(trainer, args, "train-prior", tracker, "prior")
 
 
 DEVICE_HELP = "auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N"
@@ -286,6 +294,13 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mlflow", action="store_true",
+                        help="track this run in MLflow as the Ray jobs do (on by default when MLFLOW_TRACKING_URI "
+                             "is set; without it, the local store ~/.ucr/mlflow.db)")
+    parser.add_argument("--run-name", help="MLflow parent run this stage belongs to (default: the preset's name)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ucr.data.latents import resolve_cache
     from ucr.evaluate import EvalOptions, component_sources, evaluate, store_component_sources
@@ -304,9 +319,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
                           else ())
     cache = resolve_cache(args.data, args.split)
-    report = evaluate(pipeline, cache, args.out, options, supervised=supervised, progress=not args.quiet)
     from ucr.evaluate import markdown_table
+    from ucr.tracking import tracked_stage
 
+    with tracked_stage(args.mlflow, "evaluate", pipeline.config, args.run_name) as tracker:
+        report = evaluate(pipeline, cache, args.out, options, supervised=supervised, progress=not args.quiet)
+        if tracker is not None:
+            tracker.log_report(report, args.split, args.out)
     print(markdown_table(report))
     if args.label_components:
         sources = component_sources(report)
@@ -427,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "needs a cache encoded --with-stems)")
     train.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_tracking_args(train)
     _add_config_args(train)
     train.set_defaults(handler=cmd_train)
 
@@ -438,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     prior.add_argument("--out", required=True, help="run folder for the prior (its final.pt embeds the decomposer)")
     prior.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
     prior.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_tracking_args(prior)
     _add_config_args(prior)
     prior.set_defaults(handler=cmd_train_prior)
 
@@ -545,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_tracking_args(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     checkpoint = commands.add_parser("checkpoint", help="checkpoint utilities")
