@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ucr import storage
+from ucr import models, storage
 from ucr.config import ExperimentConfig, load_config
 
 # variables a worker on another node needs to reach storage, tracking and model weights
 FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD", "HF_HOME", "HF_HUB_OFFLINE", "UCR_MODEL")
-DEFAULT_TRACKING_DIR = Path.home() / ".ucr"
 # run names go into MLflow search filters and Ray storage folder names: letters, digits and . _ - only
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -180,8 +179,8 @@ def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    DEFAULT_TRACKING_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_TRACKING_DIR / 'mlflow.db'}"
+    models.default_tracking_dir().mkdir(parents=True, exist_ok=True)
+    return models.default_tracking_uri()
 
 
 def mlflow_experiment(name: str) -> str:

@@ -40,8 +40,10 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A fresh working directory with no model configured anywhere, and the common umask."""
+    """A fresh working directory with no model configured anywhere (a home of its own, so no ~/.ucr registry),
+    and the common umask."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for name in ("UCR_MODEL", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)
     previous = os.umask(0o022)
@@ -132,7 +134,7 @@ def test_registry_references_and_the_champion(tiny_model, workdir, monkeypatch, 
     from jobs.evaluate import promote  # what the evaluate stage does after scoring validation
     from ucr.models import COMPONENT_SOURCES_TAG
 
-    registry = workdir / "registry"  # not the working directory, where MLflow's own default store would be
+    registry = workdir / "home" / ".ucr"  # the jobs' default local store (HOME is the workdir's home)
     (registry / "artifacts").mkdir(parents=True)
     tracking = f"sqlite:///{registry / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
@@ -159,6 +161,10 @@ def test_registry_references_and_the_champion(tiny_model, workdir, monkeypatch, 
     assert (workdir / "pinned" / "ucr-v1" / "song" / "Bass.wav").exists()
     assert main(["separate", "song.wav", "-n", "models:/ucr@staging", "--quiet"]) == 2
     assert "no version of registered model 'ucr' has alias 'staging'" in capsys.readouterr().err
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # no variable: the default local store ~/.ucr/mlflow.db is searched
+    assert main(["separate", "song.wav", "-o", "default_store", "--quiet"]) == 0
+    assert "the registry models:/ucr@champion (version 1)" in capsys.readouterr().out
+    assert (workdir / "default_store" / "ucr-v1" / "song" / "Drums.wav").exists()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a registry that does not answer: say so, go on
     assert main(["separate", "song.wav", "-o", "fallback", "--quiet"]) == 0
     assert "looking further" in capsys.readouterr().err

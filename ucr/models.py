@@ -10,7 +10,8 @@ A reference is one of
 - a registry reference, ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
 
 With no reference the search order is ``$UCR_MODEL``, then the registry's ``models:/ucr@champion`` when
-``MLFLOW_TRACKING_URI`` is set, then the model of the last ``make demo`` (``./demo_out``).
+``MLFLOW_TRACKING_URI`` is set (else when the jobs' default local store, ``~/.ucr/mlflow.db``, exists), then the model
+of the last ``make demo`` (``./demo_out``).
 
 The registry needs MLflow, which this package never imports: the lookup and download run in a child process,
 ``python -m serve.source`` (the Serve application's resolver, the one home of registry look-ups), the way ``ucr run``
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from ucr import storage
 
@@ -36,6 +38,16 @@ EXPERIMENT_MODELS = ("prior", "decomposer")  # inside an experiment folder, in o
 COMPONENT_SOURCES_TAG = "ucr.component_sources"  # registry version tag: JSON list, the source of each component
 NO_MODEL = ("no model to use: pass --model (a checkpoint, a run folder, or models:/ucr@champion), set UCR_MODEL, or "
             "run `make demo` to train one into demo_out/")
+
+def default_tracking_dir() -> Path:
+    """Where the jobs and the tracked commands keep MLflow (``mlflow.db``, ``mlartifacts/``) when
+    ``MLFLOW_TRACKING_URI`` is unset: ``~/.ucr``."""
+    return Path.home() / ".ucr"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{default_tracking_dir() / 'mlflow.db'}"
+
 
 _REGISTRY_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -109,8 +121,11 @@ def resolve(reference: str | None = None, environ: dict | None = None) -> ModelR
         return _from_reference(reference, "--model")
     if environ.get("UCR_MODEL"):
         return _from_reference(environ["UCR_MODEL"], "$UCR_MODEL")
-    if environ.get("MLFLOW_TRACKING_URI"):
-        found = fetch_registry(DEFAULT_REGISTRY_MODEL, if_exists=True, environ=environ)
+    tracking = environ.get("MLFLOW_TRACKING_URI") or (
+        default_tracking_uri() if (default_tracking_dir() / "mlflow.db").is_file() else None)
+    if tracking:
+        found = fetch_registry(DEFAULT_REGISTRY_MODEL, if_exists=True,
+                               environ={**environ, "MLFLOW_TRACKING_URI": tracking})
         if found is not None:
             return found
     demo = experiment_model(DEMO_FOLDER)
