@@ -29,6 +29,8 @@ def test_smoke_sweep_and_resume(tmp_path):
     match = re.search(r"\[sweep\] (\d+) trials, (\d+) stopped early by ASHA", output)
     assert match and int(match.group(1)) == 4
     assert int(match.group(2)) >= 1, "ASHA stopped no trial early"
+    finished = re.findall(r"\[sweep\] trial (\d+)/4 (?:finished|failed): \w+ val_si_sdri ", output)
+    assert finished == ["1", "2", "3", "4"], output[-3000:]  # progress per trial (one line each with --quiet)
     assert (tmp_path / "results" / "summary.md").exists()
     assert (tmp_path / "results" / "optimization_history.png").exists()
     client = MlflowClient(tracking)

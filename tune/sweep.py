@@ -136,6 +136,46 @@ def make_trial(space: SweepSpace, root: str, sweep_name: str, args: argparse.Nam
     return trial
 
 
+def progress_callback(total: int, metric: str, mode: str, quiet: bool):
+    """A Tune callback that shows the sweep's progress per trial: a bar (stderr), or with ``quiet`` one line per
+    finished trial (for log files), each with the trial's last score and the best so far."""
+    from ray import tune
+    from tqdm import tqdm
+
+    class SweepProgress(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+            self.best: float | None = None
+            self.bar = None  # made at the first finished trial: Tune pickles its callbacks before the sweep starts
+
+        def _finished(self, trial, state: str) -> None:
+            self.done += 1
+            score = (trial.last_result or {}).get(metric)
+            if isinstance(score, (int, float)) and (self.best is None or (score > self.best if mode == "max"
+                                                                          else score < self.best)):
+                self.best = float(score)
+            shown = f"{score:.4g}" if isinstance(score, (int, float)) else "none"
+            best = f"{self.best:.4g}" if self.best is not None else "none"
+            if not quiet:
+                if self.bar is None:
+                    self.bar = tqdm(total=total, desc="[sweep] trials", unit="trial", dynamic_ncols=True)
+                self.bar.update(1)
+                self.bar.set_postfix_str(f"last {shown}, best {metric} {best}")
+                if self.done >= total:
+                    self.bar.close()
+            else:
+                print(f"[sweep] trial {self.done}/{total} {state}: {trial.trial_id} {metric} {shown}; best {best}",
+                      flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._finished(trial, "finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._finished(trial, "failed")
+
+    return SweepProgress()
+
+
 def run(args: argparse.Namespace) -> dict:
     import mlflow
     from ray import tune
@@ -173,7 +213,8 @@ def run(args: argparse.Namespace) -> dict:
                                            tags={"mlflow.parentRunId": parent, "ucr.sweep": sweep_name,
                                                  "ucr.run_name": args.run_name}, save_artifact=False)
     run_config = tune.RunConfig(name=sweep_name, storage_path=storage_path, storage_filesystem=storage_filesystem,
-                                callbacks=[mlflow_callback])
+                                callbacks=[mlflow_callback, progress_callback(args.trials, space.metric, space.mode,
+                                                                              args.quiet)])
     searcher = OptunaSearch(metric=space.metric, mode=space.mode, seed=args.seed)
     scheduler = ASHAScheduler(time_attr="step", metric=space.metric, mode=space.mode,
                               max_t=int(space.asha["max_t"]), grace_period=int(space.asha["grace_period"]),
