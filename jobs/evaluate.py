@@ -16,8 +16,9 @@ import tempfile
 
 from jobs import common
 from ucr import storage
+from ucr.models import PROMOTION_TAG, VALIDATION_SCORE_TAG
 
-VALIDATION_METRIC = "val_si_sdri"
+VALIDATION_METRIC = VALIDATION_SCORE_TAG  # the run metric and the version tag share the name
 
 
 def headline(report: dict, method: str = "ucr") -> dict[str, float]:
@@ -81,7 +82,6 @@ def log_report(report: dict, prefix: str, folder: str) -> None:
         common.log_uri_artifact(audio_folder, artifact_path=f"{prefix}_report")
 
 
-PROMOTION_TAG = "ucr.promotion"  # registry version tag: why the version was (not) given the alias
 PASSTHROUGH = "mixture passthrough"
 NMF_METHODS = ("nmf", "nmf-32 clustered")
 

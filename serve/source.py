@@ -16,7 +16,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from ucr.models import COMPONENT_SOURCES_TAG, checkpoint_name, parse_registry_reference
+from ucr.models import (COMPONENT_SOURCES_TAG, PROMOTION_TAG, VALIDATION_SCORE_TAG, checkpoint_name,
+                        parse_registry_reference)
 from ucr.models import DEFAULT_REGISTRY_MODEL as DEFAULT_MODEL
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -129,6 +130,10 @@ def _resolve_registry(reference: str, name: str, alias: str | None, version: str
             card["component_sources"] = json.loads(registered.tags[COMPONENT_SOURCES_TAG])
         except ValueError:
             pass  # informative only, like the card
+    if registered.tags.get(VALIDATION_SCORE_TAG):  # the evaluate stage's validation score and promotion decision
+        card["validation_si_sdri_db"] = registered.tags[VALIDATION_SCORE_TAG]
+    if registered.tags.get(PROMOTION_TAG):
+        card["promotion"] = registered.tags[PROMOTION_TAG]
     return ModelSource(reference=reference, checkpoint=checkpoint, name=name, version=version, alias=alias,
                        card=card, workdir=workdir if owned else None)
 

@@ -148,6 +148,10 @@ def test_registry_references_and_the_champion(tiny_model, workdir, monkeypatch, 
                                           tags={"ucr.run_name": "cli-test"})
     assert promote("ucr", "champion", "cli-test", 1.0, ["Drums", "Bass"])["promoted"]
     assert client.get_model_version("ucr", version.version).tags[COMPONENT_SOURCES_TAG] == '["Drums", "Bass"]'
+    from serve.source import resolve as resolve_source  # what Serve's model card shows of this version
+
+    card = resolve_source("models:/ucr@champion", workdir=str(workdir / "card")).card
+    assert card["validation_si_sdri_db"] == "1.000000" and card["promotion"].startswith("promoted to 'champion'")
     write_song(workdir / "song.wav")
     make_demo_out(tiny_model)  # the registry comes first in the search order
     capsys.readouterr()

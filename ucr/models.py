@@ -35,7 +35,10 @@ from ucr import storage
 DEFAULT_REGISTRY_MODEL = "models:/ucr@champion"
 DEMO_FOLDER = "demo_out"  # where `make demo` / `ucr demo` write
 EXPERIMENT_MODELS = ("prior", "decomposer")  # inside an experiment folder, in order of preference
-COMPONENT_SOURCES_TAG = "ucr.component_sources"  # registry version tag: JSON list, the source of each component
+# tags the evaluate stage sets on a registered version (read back by the CLI and the Serve model card)
+COMPONENT_SOURCES_TAG = "ucr.component_sources"  # JSON list, the source of each component
+VALIDATION_SCORE_TAG = "val_si_sdri"  # mean validation SI-SDRi (dB), the promotion score
+PROMOTION_TAG = "ucr.promotion"  # why the version was (not) given the alias
 NO_MODEL = ("no model to use: pass --model (a checkpoint, a run folder, or models:/ucr@champion), set UCR_MODEL, or "
             "run `make demo` to train one into demo_out/")
 
