@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Sequence
 
-from ucr.config import POST_FILTERS, SEPARATION_MODES
+from ucr.config import CODEC_NAMES, POST_FILTERS, SEPARATION_MODES
 
 
 def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "demo") -> None:
@@ -85,6 +85,40 @@ def cmd_codec_roundtrip(args: argparse.Namespace) -> int:
     print(f"decode RTF  {result['decode_rtf']:.4f}")
     if args.out:
         print(f"wrote       {args.out}")
+    return 0
+
+
+def cmd_codec_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from ucr import storage
+    from ucr.codec import build_codec
+    from ucr.codec.evaluate import codec_table, evaluate_codec, load_excerpts
+    from ucr.config import CodecConfig
+
+    names = [name.strip() for name in args.codecs.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CODEC_NAMES]
+    if unknown or not names:
+        raise ValueError(f"--codecs {args.codecs!r}: choose among {', '.join(CODEC_NAMES)}")
+    if args.excerpts < 1 or args.seconds <= 0:
+        raise ValueError("--excerpts must be at least 1 and --seconds positive")
+    rows, excerpts = {}, {}
+    for name in names:
+        codec = build_codec(CodecConfig(name=name, weights=args.weights))
+        if codec.sample_rate not in excerpts:
+            excerpts[codec.sample_rate] = load_excerpts(args.data, args.split, tuple(args.sources.split(",")),
+                                                        codec.sample_rate, args.excerpts, args.seconds)
+        rows[name] = evaluate_codec(codec, excerpts[codec.sample_rate])
+        print(f"[codec] {name}: SI-SDR {rows[name]['si_sdr_db']:.2f} dB, composition error "
+              f"{rows[name]['composition_error']:.3f}", file=sys.stderr, flush=True)
+    table = codec_table(rows)
+    print(table)
+    if args.out:
+        storage.makedirs(args.out)
+        storage.write_text(storage.join(args.out, "report.json"), json.dumps(rows, indent=1))
+        storage.write_text(storage.join(args.out, "report.md"),
+                           f"# Codecs on {args.data} ({args.split}, {args.sources})\n\n{table}\n")
+        print(f"[codec] wrote {args.out}/report.json and report.md")
     return 0
 
 
@@ -427,13 +461,28 @@ def build_parser() -> argparse.ArgumentParser:
     codec_commands.required = True
     rt = codec_commands.add_parser("roundtrip", help="encode + decode a file; print SI-SDR and real-time factors")
     rt.add_argument("input", metavar="IN", help="audio file (wav, flac, ogg, ...; local path or s3:// URI)")
-    rt.add_argument("--codec", choices=["encodec", "mdct", "stft_mag"], default="mdct")
+    rt.add_argument("--codec", choices=list(CODEC_NAMES), default="mdct")
     rt.add_argument("--weights", default="facebook/encodec_24khz",
                     help="EnCodec weights: hub id, folder, s3:// URI, or 'random' (timing only)")
     rt.add_argument("--latent-kind", choices=["quantized", "continuous"], default="quantized")
     rt.add_argument("--bandwidth", type=float, default=24.0, help="EnCodec kbps for quantized latents")
     rt.add_argument("--out", metavar="OUT", help="write the decoded audio here")
     rt.set_defaults(handler=cmd_codec_roundtrip)
+    ev = codec_commands.add_parser(
+        "evaluate", help="one table for every codec: reconstruction, multi-resolution STFT and mel distances, "
+                         "real-time factors, composition error",
+        description="Evaluate codecs side by side on excerpts of a dataset split with stems (the mixture is their "
+                    "mean, as in training). Writes report.json and report.md to --out.")
+    ev.add_argument("--data", required=True, help="dataset root with stems (Slakh layout), local or s3://")
+    ev.add_argument("--split", default="validation", help="split to take excerpts from (default: validation)")
+    ev.add_argument("--sources", default="Drums,Bass", help="stems, comma-separated (default: Drums,Bass)")
+    ev.add_argument("--codecs", default="mdct,stft_mag,stft_if",
+                    help=f"comma-separated, among {', '.join(CODEC_NAMES)} (default: mdct,stft_mag,stft_if)")
+    ev.add_argument("--weights", default="facebook/encodec_24khz", help="EnCodec weights, for --codecs encodec")
+    ev.add_argument("--excerpts", type=int, default=16, help="one excerpt per track, this many tracks (default 16)")
+    ev.add_argument("--seconds", type=float, default=4.0, help="excerpt length (default 4)")
+    ev.add_argument("--out", help="folder for report.json and report.md")
+    ev.set_defaults(handler=cmd_codec_evaluate)
 
     device_note = ("Runs on train.device: auto by default (CUDA when present, else CPU); --set train.device=cpu "
                    "forces the CPU.")

@@ -58,7 +58,9 @@ def _positive_ints(name: str, values: Sequence[int], min_len: int = 1) -> None:
 class CodecConfig:
     """The frozen latent codec (part 1)."""
 
-    name: str = "mdct"  # "encodec" (pretrained EnCodec 24 kHz via transformers) or "mdct" (exact, no download)
+    # "encodec" (pretrained EnCodec 24 kHz via transformers), "mdct" (exact, no download), "stft_mag" (STFT magnitude,
+    # lossy) or "stft_if" (compressed STFT magnitude + instantaneous frequency: phase-coherent, exact)
+    name: str = "mdct"
     weights: str = "facebook/encodec_24khz"  # EnCodec weights: hub id, local folder, s3:// folder, or "random"
     latent_kind: str = "quantized"  # EnCodec: "quantized" (RVQ codes dequantized, the paper) or "continuous"
     bandwidth: float = 24.0  # EnCodec kbps for the quantized latent; 24 kbps = 32 codebooks (the paper)
@@ -69,7 +71,7 @@ class CodecConfig:
     normalize_scope: str = "channel"
 
     def __post_init__(self) -> None:
-        _one_of("codec.name", self.name, ["encodec", "mdct", "stft_mag"])
+        _one_of("codec.name", self.name, list(CODEC_NAMES))
         _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
         _one_of("codec.normalize_scope", self.normalize_scope, ["channel", "global"])
         _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])
@@ -188,6 +190,7 @@ class ModelConfig:
 #                      input), noise draws averaged
 #   one_pass_residual  one_pass, then the least trusted component (blind rule: lowest coherence with the mixture)
 #                      is replaced by the mixture residual, so the composition equals the mixture exactly
+CODEC_NAMES = ("encodec", "mdct", "stft_mag", "stft_if")  # ucr.codec.build_codec makes each
 SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_residual")
 # What is done to the decoded component waveforms (ucr.pipeline.post_filter):
 #   none    the decoder's output as is

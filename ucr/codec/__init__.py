@@ -5,10 +5,10 @@ from __future__ import annotations
 from ucr.codec.base import LatentCodec
 from ucr.codec.mdct import MDCTCodec
 from ucr.codec.stats import LatentStats
+from ucr.config import CODEC_NAMES
 
 __all__ = ["LatentCodec", "MDCTCodec", "LatentStats", "build_codec", "CODEC_NAMES"]
 
-CODEC_NAMES = ("encodec", "mdct", "stft_mag")
 
 
 def build_codec(config) -> LatentCodec:
@@ -19,6 +19,10 @@ def build_codec(config) -> LatentCodec:
         from ucr.codec.stft import STFTMagnitudeCodec
 
         return STFTMagnitudeCodec()
+    if config.name == "stft_if":
+        from ucr.codec.stft import STFTPhaseCodec
+
+        return STFTPhaseCodec()
     if config.name == "encodec":
         from ucr.codec.encodec import EncodecCodec
 
