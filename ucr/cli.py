@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Sequence
 
 from ucr.config import CODEC_NAMES, POST_FILTERS, SEPARATION_MODES
@@ -44,35 +43,8 @@ def cmd_config_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def roundtrip(input_uri: str, codec_config, output_uri: str | None = None) -> dict:
-    """Encode and decode one file; return SI-SDR and real-time factors (also used by the demo)."""
-    import torch
-
-    from ucr import audio
-    from ucr.codec import build_codec
-    from ucr.metrics import si_sdr
-
-    codec = build_codec(codec_config)
-    wave, _ = audio.read(input_uri, sample_rate=codec.sample_rate, mono=True)  # [1, L]
-    seconds = wave.shape[-1] / codec.sample_rate
-    batch = torch.from_numpy(wave)[None]  # [1, 1, L]
-    started = time.perf_counter()
-    latent = codec.encode(batch)
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = codec.decode(latent)[..., :wave.shape[-1]]
-    decode_s = time.perf_counter() - started
-    result = {
-        "codec": codec.fingerprint, "seconds": seconds, "latent_shape": list(latent.shape[1:]),
-        "si_sdr_db": float(si_sdr(decoded[0, 0].numpy(), wave[0])),
-        "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds,
-    }
-    if output_uri:
-        audio.write(output_uri, decoded[0].numpy(), codec.sample_rate)
-    return result
-
-
 def cmd_codec_roundtrip(args: argparse.Namespace) -> int:
+    from ucr.codec.evaluate import roundtrip
     from ucr.config import CodecConfig
 
     codec_config = CodecConfig(name=args.codec, weights=args.weights, latent_kind=args.latent_kind,

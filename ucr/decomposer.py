@@ -98,6 +98,14 @@ class Decomposer(nn.Module):
             raise ValueError(f"{name} must be a latent [B, {self.latent_channels}, T], got {tuple(x.shape)}")
 
     # -- the model ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, latent: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Raw mixture latents ``[N, C, T]`` (any device) -> component latents ``z [N, K, Cz, T]`` on the latents'
+        device, in batches of ``batch_size`` on the model's device: the one home of "latent -> z" at inference."""
+        device = next(self.parameters()).device
+        return torch.cat([self.components(self.normalize(latent[i:i + batch_size].to(device))).to(latent.device)
+                          for i in range(0, len(latent), batch_size)])
+
     def components(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised mixture ``[B, C, T]`` -> component latents ``z [B, K, Cz, T]`` (z_k block-averaged over
         ``component_strides[k]`` frames where that is > 1, see :func:`hold_block_means`)."""

@@ -339,10 +339,7 @@ def diagnostics(model, component_waves: list[np.ndarray], stem_waves: np.ndarray
     two rows high in the same column = redundant components. ``z_correlation[k][j]``: Pearson correlation of z_k
     and z_j over all frames and chunks (|r| near 1 = redundant codes)."""
     matrices = np.stack([metrics.score_matrix(w, r) for w, r in zip(component_waves, stem_waves)])  # [N, K, S]
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        z = torch.cat([model.components(model.normalize(mixture_latents[i:i + 16].to(device))).cpu()
-                       for i in range(0, len(mixture_latents), 16)])  # [N, K, Cz, T]
+    z = model.encode(mixture_latents.cpu())  # [N, K, Cz, T]
     return {"sources": source_names, "component_x_source": np.nanmean(matrices, axis=0).tolist(),
             "z_correlation": z_correlation(z).tolist()}
 

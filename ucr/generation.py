@@ -68,7 +68,7 @@ def evaluate_generation(pipeline, cache_uri: str, out: str | None = None, n: int
     real_latents = torch.cat(list(cache.iter_mixture_latents()))  # [N, C, T]
     with torch.no_grad():
         real_norm = model.normalize(real_latents)
-        real_z = torch.cat([model.components(real_norm[i:i + 16]) for i in range(0, len(real_norm), 16)])
+        real_z = model.encode(real_latents)
     generated = pipeline.generate(n=n, seconds=seconds, seed=seed, steps=steps)
     generated_latents = codec.encode(torch.from_numpy(generated["mixture"])[:, None])  # [n, C, T]
     with torch.no_grad():

@@ -144,7 +144,7 @@ class Pipeline:
 
             prior_config = ExperimentConfig.from_dict(payload["config"])
             prior = build_prior(prior_config.prior, prior_config.model)
-            prior.load_state_dict(payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"])
+            prior.load_state_dict(ckpt.inference_weights(payload, use_ema))
             prior.eval()
             payload = {**payload["decomposer"], "ema": None}
         if payload["kind"] not in ("decomposer", "supervised"):
@@ -157,8 +157,7 @@ class Pipeline:
                              f"config is {codec.fingerprint}; point codec.weights at the same weights")
         stats = LatentStats.from_dict(payload["stats"]) if payload.get("stats") else None
         model = build_decomposer(config.model, codec.channels, stats)
-        weights = payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
-        model.load_state_dict(weights)
+        model.load_state_dict(ckpt.inference_weights(payload, use_ema))
         if component_sources is None:  # a supervised model's component k is source k by construction
             component_sources = stored_sources or payload.get("component_sources") or (
                 payload.get("sources") if payload["kind"] == "supervised" else None)
@@ -294,8 +293,7 @@ class Pipeline:
         """Audio -> (``z [1, K, Cz, T]``, length in samples at the codec rate)."""
         mono = self.prepare(wave, sample_rate)
         latent = self.codec.encode(torch.from_numpy(mono)[None, None]).to(self.device)  # [1, C, T]
-        with torch.no_grad():
-            z = self.model.components(self.model.normalize(latent))
+        z = self.model.encode(latent)
         return z, len(mono)
 
     def vary(self, wave: np.ndarray, sample_rate: int, keep: list[int], seed: int = 0, steps: int | None = None,

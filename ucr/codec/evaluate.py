@@ -123,3 +123,28 @@ def load_excerpts(root: str, split: str, sources: tuple[str, ...], sample_rate: 
     if not out:
         raise ValueError(f"no track of {root}/{split} has all of {list(sources)} and at least {seconds:g} s")
     return torch.stack(out)
+
+
+def roundtrip(input_uri: str, codec_config, output_uri: str | None = None) -> dict:
+    """Encode and decode one file (``ucr codec roundtrip``); return SI-SDR and real-time factors."""
+    from ucr import audio
+    from ucr.codec import build_codec
+
+    codec = build_codec(codec_config)
+    wave, _ = audio.read(input_uri, sample_rate=codec.sample_rate, mono=True)  # [1, L]
+    seconds = wave.shape[-1] / codec.sample_rate
+    batch = torch.from_numpy(wave)[None]  # [1, 1, L]
+    started = time.perf_counter()
+    latent = codec.encode(batch)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = codec.decode(latent)[..., :wave.shape[-1]]
+    decode_s = time.perf_counter() - started
+    result = {
+        "codec": codec.fingerprint, "seconds": seconds, "latent_shape": list(latent.shape[1:]),
+        "si_sdr_db": float(si_sdr(decoded[0, 0].numpy(), wave[0])),
+        "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds,
+    }
+    if output_uri:
+        audio.write(output_uri, decoded[0].numpy(), codec.sample_rate)
+    return result

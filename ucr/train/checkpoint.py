@@ -52,6 +52,12 @@ KINDS = ("decomposer", "supervised", "prior")
 _REQUIRED = {"kind": str, "config": dict, "model": dict, "codec": dict}
 
 
+def inference_weights(payload: dict, use_ema: bool = True) -> dict:
+    """The state dict inference uses: the EMA weights when the checkpoint has them (and ``use_ema``), else the
+    trained weights."""
+    return payload["ema"] if use_ema and payload.get("ema") is not None else payload["model"]
+
+
 def check_fields(payload, name: str) -> None:
     """Refuse, with one clear sentence, a payload that is not a complete UCR checkpoint (instead of a KeyError or
     an AttributeError deep in model building)."""

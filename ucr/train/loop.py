@@ -101,7 +101,7 @@ class Trainer:
     def load_state(self, payload: dict) -> None:
         self.module.load_state_dict(payload["model"])
         if self.ema is not None:
-            self.ema.load_state_dict(payload["ema"] if payload.get("ema") is not None else payload["model"])
+            self.ema.load_state_dict(ckpt.inference_weights(payload))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
         ckpt.set_rng_state(payload["rng"])

@@ -7,6 +7,7 @@ import torch
 
 from ucr.data.latents import LatentCache, resolve_cache
 from ucr.decomposer import build_decomposer
+from ucr.train import checkpoint as ckpt
 from ucr.train.loop import Hooks, Trainer, resolve_device
 
 
@@ -73,7 +74,6 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
 def warm_start(model, checkpoint_uri: str, supervised: bool = False) -> None:
     """``train.init_from``: load the weights (EMA when present) of a decomposer / supervised checkpoint into
     ``model``, refusing one of another kind or architecture with a sentence that says which."""
-    from ucr.train import checkpoint as ckpt
 
     state = decomposer_state(ckpt.load(checkpoint_uri))
     kind = "supervised" if supervised else "decomposer"
@@ -91,20 +91,13 @@ def decomposer_state(payload: dict) -> dict:
     """The part of a decomposer checkpoint that inference needs (EMA weights when present)."""
     if payload.get("kind") not in ("decomposer", "supervised"):
         raise ValueError(f"expected a decomposer checkpoint, got kind {payload.get('kind')!r}")
-    weights = payload["ema"] if payload.get("ema") is not None else payload["model"]
     return {key: payload.get(key) for key in ("kind", "config", "stats", "codec", "sources", "step")} | {
-        "model": weights}
+        "model": ckpt.inference_weights(payload)}
 
 
 def component_latents(decomposer, cache: LatentCache, batch_size: int = 32) -> torch.Tensor:
     """z of every chunk in ``cache``: ``[N, K, Cz, T]``, computed once with the frozen encoders."""
-    device = next(decomposer.parameters()).device
-    out = []
-    with torch.no_grad():
-        for mixture in cache.iter_mixture_latents():  # [n, C, T] per shard
-            for i in range(0, len(mixture), batch_size):
-                out.append(decomposer.components(decomposer.normalize(mixture[i:i + batch_size].to(device))).cpu())
-    return torch.cat(out)
+    return torch.cat([decomposer.encode(mixture, batch_size) for mixture in cache.iter_mixture_latents()])
 
 
 def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None = None) -> torch.Tensor:
@@ -123,16 +116,14 @@ def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None 
                          f"trained on {state['codec']['fingerprint']}")
     if max_chunks is None:
         return component_latents(decomposer.eval(), cache)
-    with torch.no_grad():
-        mixture = torch.stack([cache.item(i)["mixture"] for i in range(min(max_chunks, cache.num_chunks))])
-        return decomposer.eval().components(decomposer.normalize(mixture))
+    mixture = torch.stack([cache.item(i)["mixture"] for i in range(min(max_chunks, cache.num_chunks))])
+    return decomposer.eval().encode(mixture)
 
 
 def prior_validator(decomposer_uri: str, cache_uri: str, n_chunks: int, crop_frames: int, seed: int = 0):
     """``validate(prior) -> {"val_prior_loss": float}``: :func:`ucr.prior.validation_loss` on z of the first
     ``n_chunks`` chunks of a held-out cache (their first ``crop_frames`` frames), z computed at the first call."""
     from ucr.prior import validation_loss
-    from ucr.train import checkpoint as ckpt
 
     held_out: list[torch.Tensor] = []
 
@@ -160,7 +151,6 @@ def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: st
     from ucr import storage
     from ucr.config import ExperimentConfig
     from ucr.prior import build_prior
-    from ucr.train import checkpoint as ckpt
 
     state = decomposer_state(ckpt.load(decomposer_uri))
     base = ExperimentConfig.from_dict(state["config"])
