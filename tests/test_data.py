@@ -7,7 +7,7 @@ import torch
 from tests.conftest import SR, write_slakh_track
 from ucr import storage
 from ucr.codec import MDCTCodec
-from ucr.data.latents import EncodeSettings, LatentCache, LatentCropDataset, ManifestMismatch, encode_split
+from ucr.data.latents import EncodeSettings, LatentCache, ManifestMismatch, encode_split
 from ucr.data.readers import TrackSkipped, chunk_track, list_tracks, load_track, mix_sources, Track
 
 
@@ -243,17 +243,6 @@ def test_batches_are_a_function_of_seed_and_step(slakh_root, tmp_path):
         cache.sample_batch(step=0, batch_size=1, crop_frames=64)
 
 
-def test_crop_dataset_streams_one_shard_at_a_time(slakh_root, tmp_path):
-    out = str(tmp_path / "cache")
-    encode_split(settings_for(slakh_root), MDCTCodec(), out, progress=False)
-    dataset = LatentCropDataset(out, crop_frames=32, seed=0)
-    crops = list(dataset)
-    assert len(crops) == 12 and all(c.shape == (320, 32) for c in crops)
-    assert len(dataset.cache._loaded) <= 1
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4)
-    assert next(iter(loader)).shape == (4, 320, 32)
-
-
 # ------------------------------------------------------------------------------------------------ S3
 def test_reader_and_cache_on_s3(slakh_root, s3_endpoint, tmp_path):
     fs, _ = storage.filesystem(s3_endpoint)
@@ -269,7 +258,6 @@ def test_reader_and_cache_on_s3(slakh_root, s3_endpoint, tmp_path):
     assert manifest["complete"] and manifest["num_chunks"] == 12
     cache = LatentCache(out, max_shards_in_memory=2)
     assert cache.sample_batch(step=0, batch_size=3, crop_frames=16).shape == (3, 320, 16)
-    assert len(list(LatentCropDataset(out, crop_frames=16))) == 12
 
 
 def test_storage_absolute_paths_for_other_working_directories(tmp_path, monkeypatch):

@@ -145,9 +145,6 @@ class Assignment:
         used = set(self.component_to_source)
         return tuple(s for s in range(self.n_sources) if s not in used)
 
-    def components_of(self, source: int) -> tuple[int, ...]:
-        return tuple(k for k, s in enumerate(self.component_to_source) if s == source)
-
     def as_array(self) -> np.ndarray:
         """``[K]`` int array."""
         return np.asarray(self.component_to_source, dtype=np.int64)

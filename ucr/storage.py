@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import fsspec
 
@@ -97,12 +97,6 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
-
-
-def open_read(uri: str) -> IO[bytes]:
-    """A binary file object (seekable; streamed in blocks from S3)."""
-    fs, path = filesystem(uri)
-    return fs.open(path, "rb")
 
 
 def _umask() -> int:

@@ -443,39 +443,3 @@ class LatentCache:
         batches = tuple(torch.stack([item[k][..., o:o + crop_frames] for item, o in zip(items, offsets)])
                         for k in keys)
         return batches[0] if isinstance(key, str) else batches
-
-
-class LatentCropDataset(torch.utils.data.IterableDataset):
-    """A torch ``IterableDataset`` of random crops ``[C, crop_frames]`` from a cache, streamed shard by shard.
-
-    Each pass visits the shards in a seeded order, holding one shard in memory at a time, and yields
-    ``crops_per_chunk`` random crops of every chunk in shuffled order.
-    """
-
-    def __init__(self, uri: str, crop_frames: int = 512, seed: int = 0, crops_per_chunk: int = 1,
-                 key: str = "mixture") -> None:
-        super().__init__()
-        self.cache = LatentCache(uri, max_shards_in_memory=1)
-        self.crop_frames = crop_frames
-        self.seed = seed
-        self.crops_per_chunk = crops_per_chunk
-        self.key = key
-        self.epoch = 0
-        if crop_frames > self.cache.frames_per_chunk:
-            raise ValueError(f"crop_frames = {crop_frames} is longer than the cached chunks "
-                             f"({self.cache.frames_per_chunk} frames)")
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        worker = torch.utils.data.get_worker_info()
-        shard_ids = list(range(len(self.cache.shard_names)))
-        if worker is not None:
-            shard_ids = shard_ids[worker.id::worker.num_workers]
-        generator = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        for shard in generator.permutation(shard_ids):
-            tensors = self.cache.shard(self.cache.shard_names[shard])[self.key]
-            frames = tensors.shape[-1]
-            for local in generator.permutation(len(tensors)):
-                for _ in range(self.crops_per_chunk):
-                    offset = int(generator.integers(0, frames - self.crop_frames + 1))
-                    yield tensors[local][..., offset:offset + self.crop_frames]
