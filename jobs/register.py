@@ -23,6 +23,7 @@ import tempfile
 
 from jobs import common
 from ucr import storage
+from ucr.models import REGISTERED_CARD_FILE, REGISTERED_CHECKPOINT_FILE
 
 PYFUNC_MODEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
 EXAMPLE_SAMPLE_RATE = 8000  # the input example: a short tone at a low rate (the model resamples), kept small
@@ -97,10 +98,10 @@ def run(args) -> dict:
                 "has_prior": payload["kind"] == "prior", "preset": config.name,
                 "run_name": common.run_name(args, config)}
         with tempfile.TemporaryDirectory() as folder:
-            checkpoint = os.path.join(folder, "checkpoint.pt")
+            checkpoint = os.path.join(folder, REGISTERED_CHECKPOINT_FILE)
             with open(checkpoint, "wb") as handle:
                 handle.write(storage.read_bytes(source))
-            card_path = os.path.join(folder, "ucr.json")
+            card_path = os.path.join(folder, REGISTERED_CARD_FILE)
             with open(card_path, "w") as handle:
                 json.dump(card, handle, indent=1, default=str)
             info = mlflow.pyfunc.log_model(

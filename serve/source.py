@@ -16,12 +16,12 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from ucr.models import (COMPONENT_SOURCES_TAG, PROMOTION_TAG, VALIDATION_SCORE_TAG, checkpoint_name,
-                        parse_registry_reference)
+from ucr.models import (COMPONENT_SOURCES_TAG, PROMOTION_TAG, REGISTERED_CARD_FILE, REGISTERED_CHECKPOINT_FILE,
+                        VALIDATION_SCORE_TAG, checkpoint_name, parse_registry_reference)
 from ucr.models import DEFAULT_REGISTRY_MODEL as DEFAULT_MODEL
 
-CHECKPOINT_FILE = "checkpoint.pt"
-CARD_FILE = "ucr.json"
+CHECKPOINT_FILE = REGISTERED_CHECKPOINT_FILE
+CARD_FILE = REGISTERED_CARD_FILE
 ARTIFACT_FOLDERS = ("artifacts", "")  # where a version keeps them: the pyfunc's artifacts/, else the top (older)
 
 __all__ = ["DEFAULT_MODEL", "ModelSource", "checkpoint_name", "parse_registry_reference", "resolve"]

@@ -35,6 +35,9 @@ from ucr import storage
 DEFAULT_REGISTRY_MODEL = "models:/ucr@champion"
 DEMO_FOLDER = "demo_out"  # where `make demo` / `ucr demo` write
 EXPERIMENT_MODELS = ("prior", "decomposer")  # inside an experiment folder, in order of preference
+# a registered version's artifacts: the register job writes them, serve/source.py and the pyfunc model read them
+REGISTERED_CHECKPOINT_FILE = "checkpoint.pt"  # a data-only checkpoint
+REGISTERED_CARD_FILE = "ucr.json"  # what the model is (kind, preset, codec, sources, step)
 # tags the evaluate stage sets on a registered version (read back by the CLI and the Serve model card)
 COMPONENT_SOURCES_TAG = "ucr.component_sources"  # JSON list, the source of each component
 VALIDATION_SCORE_TAG = "val_si_sdri"  # mean validation SI-SDRi (dB), the promotion score
