@@ -60,7 +60,7 @@ def run(args) -> dict:
         for split in SPLITS:
             started = time.monotonic()
             with_stems = split != "train" or getattr(args, "supervised", False)
-            settings = EncodeSettings.from_config(config, source, split, with_stems, tracks_per_shard=4)
+            settings = EncodeSettings.from_config(config, source, split, with_stems)  # data.tracks_per_shard
             out = storage.join(common.layout(root)["latents"], split)
             summary = encode_parallel(config, settings, out, progress=not args.quiet)
             summary["wall_seconds"] = time.monotonic() - started

@@ -623,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--with-stems", dest="with_stems", action="store_true", default=None,
                         help="also store stem latents and reference waveforms (default: on except for train)")
     encode.add_argument("--no-stems", dest="with_stems", action="store_false")
-    encode.add_argument("--tracks-per-shard", type=int, default=8)
+    encode.add_argument("--tracks-per-shard", type=int, default=None,
+                        help="tracks per cache shard (default: data.tracks_per_shard of the preset, as the jobs use)")
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_args(encode)
     encode.set_defaults(handler=cmd_data_encode)

@@ -92,6 +92,9 @@ class DataConfig:
     chunk_seconds: float = 7.0  # 7 s = 525 latent frames at 75 Hz (the paper)
     silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter)
     crop_frames: int = 512  # training crops in latent frames (the paper)
+    # tracks per latent-cache shard: the unit of parallel encoding (one Ray task each) and of streaming at training;
+    # part of a cache's key, so `ucr data encode` and the encode job share caches when they agree on it
+    tracks_per_shard: int = 4
     cache: str = ""  # latent cache URI for `ucr train` when --data is not given
     synthetic: str = ""  # "" = real data at `root`; "drums_bass" or "chorales" = rendered by the data stage
     synthetic_tracks: int = 40  # tracks to render (split 80/10/10 into train/validation/test)
@@ -113,6 +116,7 @@ class DataConfig:
         _in_range("data.chunk_seconds", self.chunk_seconds, 0.5, 60.0)
         _in_range("data.silence_rms", self.silence_rms, 0.0, 1.0)
         _is_int("data.crop_frames", self.crop_frames, 8, 100000)
+        _is_int("data.tracks_per_shard", self.tracks_per_shard, 1, 100000)
 
 
 @dataclass(frozen=True)

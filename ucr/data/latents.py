@@ -59,13 +59,14 @@ class EncodeSettings:
 
     @classmethod
     def from_config(cls, config, data_root: str, split: str, with_stems: bool | None = None,
-                    tracks_per_shard: int = 8) -> "EncodeSettings":
-        """Settings from an ExperimentConfig's data section; stems by default for every split but train."""
+                    tracks_per_shard: int | None = None) -> "EncodeSettings":
+        """Settings from an ExperimentConfig's data section; stems by default for every split but train;
+        ``tracks_per_shard`` None = ``data.tracks_per_shard``."""
         return cls(data_root=data_root, layout=config.data.layout, split=split, sources=tuple(config.data.sources),
                    mix=config.data.mix, sample_rate=config.data.sample_rate, chunk_seconds=config.data.chunk_seconds,
                    silence_rms=config.data.silence_rms,
                    with_stems=(split != "train") if with_stems is None else with_stems,
-                   tracks_per_shard=tracks_per_shard)
+                   tracks_per_shard=config.data.tracks_per_shard if tracks_per_shard is None else tracks_per_shard)
 
     def key(self, codec_fingerprint: str, data_fingerprint: str) -> dict:
         return {"format": FORMAT_VERSION, "codec": codec_fingerprint, "dataset": data_fingerprint,
