@@ -85,7 +85,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     validation settings (val_cache, eval_every, eval_chunks, eval_steps) for a quick separation score."""
     import ray.train
     import ray.train.torch
-    import torch
 
     from ucr.config import ExperimentConfig
     from ucr.train import checkpoint as ckpt
@@ -164,8 +163,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         print(f"[train] {kind}: resumed at step {trainer.step}", flush=True)
     if validator is not None and rank == 0:  # every report then carries the validation metric (Tune needs it)
         last.update(validator(trainer.eval_model()))
-    torch.manual_seed(config.train.seed + rank)
-    trainer.fit(resume=False)
+    trainer.fit(resume=False)  # every step seeds itself from (train.seed, step, rank)
 
 
 def _validator(loop_config: dict, config):
@@ -178,11 +176,14 @@ def _validator(loop_config: dict, config):
 
         return prior_validator(loop_config["decomposer"], loop_config["val_cache"],
                                n_chunks=int(loop_config["eval_chunks"]), crop_frames=config.data.crop_frames)
+    from ucr.codec import build_codec
     from ucr.evaluate import quick_separation_score
+
+    codec = build_codec(config.codec)  # once: EnCodec weights are not reloaded at every validation
 
     def validate(model) -> dict:
         return quick_separation_score(model, config, loop_config["val_cache"], n_chunks=int(loop_config["eval_chunks"]),
-                                      steps=int(loop_config["eval_steps"]))
+                                      steps=int(loop_config["eval_steps"]), codec=codec)
 
     return validate
 

@@ -256,11 +256,12 @@ def store_component_sources(checkpoint_uri: str, sources: list[str | None]) -> s
     return resolved
 
 
-def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, steps: int = 5, seed: int = 0
-                           ) -> dict[str, float]:
+def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, steps: int = 5, seed: int = 0,
+                           codec=None) -> dict[str, float]:
     """A fast validation proxy for sweeps: SI-SDRi of whole chunks on the first ``n_chunks`` of a cache with stems,
     components matched to sources once for the subset (fixed). Returns ``val_si_sdri`` (mean over sources) and
-    ``val_si_sdri_<source>``."""
+    ``val_si_sdri_<source>``. ``codec``: the one built from ``config.codec`` (built here when None; pass it when
+    scoring repeatedly)."""
     from ucr.codec import build_codec
 
     cache = LatentCache(cache_uri)
@@ -271,7 +272,7 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     latents = torch.stack([item["mixture"] for item in items])  # [N, C, T]
     was_training = model.training
     model.eval()
-    codec = build_codec(config.codec)
+    codec = codec if codec is not None else build_codec(config.codec)
     waves, _ = _separate_chunks(model, codec, latents, steps, seed, 8, references.shape[-1],
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
                                 config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures,
