@@ -313,7 +313,7 @@ def _sniff(data: bytes) -> str | None:
 
 
 def _decode_upload(data: bytes, filename: str, content_type: str, settings: HTTPSettings) -> tuple:
-    """Uploaded bytes -> (wave ``[channels, L]``, sample_rate, facts). Raises the HTTPException that names the
+    """Uploaded bytes -> (mono downmix ``[1, L]``, sample_rate, facts). Raises the HTTPException that names the
     problem: 415 type, 400 content, 413 duration."""
     _check_type(filename, content_type)
     if not data:
@@ -355,7 +355,8 @@ def _decode_upload(data: bytes, filename: str, content_type: str, settings: HTTP
     if audio.is_silent(mono):
         raise HTTPException(400, f"{filename!r} is silent (RMS {audio.rms_db(mono):.0f} dBFS); there is nothing to "
                                  f"separate: upload audio with content above -80 dBFS")
-    return wave, rate, {"filename": filename, "format": kind, "sample_rate": rate, "channels": channels,
+    # the model separates the mono downmix: only that crosses the handle (half the bytes of a stereo upload)
+    return mono, rate, {"filename": filename, "format": kind, "sample_rate": rate, "channels": channels,
                         "seconds": round(seconds, 4)}
 
 
