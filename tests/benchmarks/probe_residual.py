@@ -67,6 +67,22 @@ def refine(model, mixture: torch.Tensor, alpha: float, steps: int, draws: int, p
     return model.denormalize(total / draws)
 
 
+@torch.no_grad()
+def reencoding_consistency(model, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """``[K]``: for each component k, the correlation between z_k of the mixture and z_k of the component's own
+    estimate taken as a mixture (``parts[:, k] / K``, a mixture holding only that source). A clean source estimate
+    re-encodes to its own code; an incoherent one does not."""
+    K = parts.shape[1]
+    z = model.encode(mixture)  # [N, K, Cz, T]
+    out = []
+    for k in range(K):
+        again = model.encode(parts[:, k] / K)[:, k].flatten()
+        mine = z[:, k].flatten()
+        again, mine = again - again.mean(), mine - mine.mean()
+        out.append(float((again * mine).sum() / (again.norm() * mine.norm() + 1e-12)))
+    return torch.tensor(out)
+
+
 def load_probe(model_uri: str, data: str, chunks: int):
     """``(model, codec, items, mixture [N, C, T], sources)``: a decomposer in eval mode and the first ``chunks``
     chunks of a split's cache with stems."""
@@ -95,6 +111,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--blocks", action="store_true", help="also the per-block gains")
     parser.add_argument("--masks", action="store_true", help="also the waveform-domain STFT masks")
+    parser.add_argument("--rule", choices=["coherence", "reencode"], default="coherence",
+                        help="blind choice of the kept component: coherence with the mixture (the product's rule) or "
+                             "re-encoding consistency")
     parser.add_argument("--refine", type=int, default=0, help="sampler steps from alpha* to 1 instead of one pass")
     parser.add_argument("--project", action="store_true", help="with --refine: hold the parts' mean to the mixture")
     args = parser.parse_args()
@@ -109,7 +128,14 @@ def main() -> None:
         parts = model.separate(mixture, mode="one_pass", alpha=args.alpha, draws=args.draws,
                                generator=generator)  # [N, K, C, T]
     K = parts.shape[1]
-    kept = parts[:, int(coherence_with_mixture(parts, mixture).mean(0).argmax())]  # [N, C, T]
+    coherence = coherence_with_mixture(parts, mixture).mean(0)  # [K]
+    choice = int(coherence.argmax())
+    if args.rule == "reencode":
+        consistency = reencoding_consistency(model, parts, mixture)
+        print(f"[probe] coherence {[round(float(c), 3) for c in coherence]}, re-encoding consistency "
+              f"{[round(float(c), 3) for c in consistency]}")
+        choice = int(consistency.argmax())
+    kept = parts[:, choice]  # [N, C, T]
     N = len(mixture)
 
     def report(first, second, label):
@@ -121,6 +147,7 @@ def main() -> None:
     print(f"[probe] {args.model}: alpha* {args.alpha}, {args.draws} draws, {N} chunks"
           + (f", refined in {args.refine} steps{' (projected)' if args.project else ''}" if args.refine else ""))
     report(parts[:, 0], parts[:, 1], "the two components as they are")
+    print(f"[probe] kept component {choice} ({args.rule} rule)")
     report(kept, K * mixture - kept, "residual, unit gain (the earlier rule)")
     gain = block_gains(kept, mixture, 10**6, 10**6)
     report(gain * kept, mixture - gain * kept, "residual, least-squares gain per chunk (the rule)")
