@@ -64,20 +64,65 @@ def _run(loaded: LoadedModel, task, *args) -> dict | Failure:
     return {**result, "model": loaded.describe(), "elapsed_s": round(time.perf_counter() - started, 4)}
 
 
-def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
-    pipeline = loaded.pipeline
+def _separation_settings(pipeline, job: dict) -> tuple[int, str] | Failure:
+    """The job's (steps, mode) with the model's defaults filled in, or the 422 for a component out of range."""
     K = pipeline.n_components
     component = job.get("component")
     if component is not None and not 0 <= component < K:
         return _failure(422, f"component={component} is out of range: this model has {K} components, "
                              f"use 0..{K - 1}")
-    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
-    mode = job.get("mode") or pipeline.config.diffusion.separation
-    result = pipeline.separate(job["wave"], job["sample_rate"], steps=steps, seed=job["seed"], mode=mode)
-    components = result.components  # [K, L]
-    indices = list(range(K)) if component is None else [component]
-    return {"components": components[indices], "indices": indices, "sample_rate": result.sample_rate,
+    return (job.get("steps") or pipeline.config.diffusion.sampler_steps,
+            job.get("mode") or pipeline.config.diffusion.separation)
+
+
+def _separation_answer(pipeline, job: dict, result, steps: int, mode: str) -> dict:
+    K = pipeline.n_components
+    indices = list(range(K)) if job.get("component") is None else [job["component"]]
+    return {"components": result.components[indices], "indices": indices, "sample_rate": result.sample_rate,
             "steps": steps, "seed": job["seed"], "mode": mode, "n_components": K}
+
+
+def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
+    pipeline = loaded.pipeline
+    settings = _separation_settings(pipeline, job)
+    if isinstance(settings, Failure):
+        return settings
+    steps, mode = settings
+    result = pipeline.separate(job["wave"], job["sample_rate"], steps=steps, seed=job["seed"], mode=mode)
+    return _separation_answer(pipeline, job, result, steps, mode)
+
+
+def _separate_jobs(loaded: LoadedModel, jobs: list[dict]) -> list[dict | Failure]:
+    """A Serve batch of separation jobs: those that share steps and mode go through one
+    :meth:`ucr.pipeline.Pipeline.separate_batch` (their windows share decoder batches; each keeps its own seed and
+    gets what it would alone). Should the pipeline refuse one of them, the group runs one job at a time so that
+    each gets its own answer."""
+    pipeline = loaded.pipeline
+    results: list[dict | Failure | None] = [None] * len(jobs)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, job in enumerate(jobs):
+        settings = _separation_settings(pipeline, job)
+        if isinstance(settings, Failure):
+            results[i] = settings
+        else:
+            groups.setdefault(settings, []).append(i)
+    for (steps, mode), members in groups.items():
+        if len(members) > 1:
+            started = time.perf_counter()
+            try:
+                separations = pipeline.separate_batch([(jobs[i]["wave"], jobs[i]["sample_rate"]) for i in members],
+                                                      [jobs[i]["seed"] for i in members], steps=steps, mode=mode)
+            except ValueError:  # AudioError included: one input is unusable
+                separations = None
+            if separations is not None:
+                elapsed = round(time.perf_counter() - started, 4)
+                for i, separation in zip(members, separations):
+                    results[i] = {**_separation_answer(pipeline, jobs[i], separation, steps, mode),
+                                  "model": loaded.describe(), "elapsed_s": elapsed}
+                continue
+        for i in members:
+            results[i] = _run(loaded, _separate, jobs[i])
+    return results
 
 
 def _require_prior(loaded: LoadedModel, what: str) -> Failure | None:
@@ -182,9 +227,8 @@ class UCRModel:
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
     async def _separate_batch(self, jobs: list[dict]) -> list[dict | Failure]:
         # One model for the whole batch, taken once: a reconfigure during the batch does not mix versions.
-        # The pipeline separates one input at a time (it windows long inputs and batches the windows itself).
         loaded = self._current()
-        return await asyncio.to_thread(lambda: [_run(loaded, _separate, job) for job in jobs])
+        return await asyncio.to_thread(_separate_jobs, loaded, jobs)
 
     async def generate(self, job: dict) -> dict | Failure:
         return await asyncio.to_thread(_run, self._current(), _generate, job)

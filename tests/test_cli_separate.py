@@ -386,3 +386,47 @@ def test_readme_separation_commands_and_python_api_run_as_written(tiny_model, wo
     exec(compile(api, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["Drums", "Bass"]
+
+
+# ------------------------------------------------------------------------------------------------ batched separation
+def test_separate_batch_shares_batches_and_gives_each_input_what_it_gets_alone(tiny_model):
+    """Inputs of several lengths and seeds in one call: each result equals that input separated alone (its own
+    noise, its own blind residual choice), in the one-pass modes and in a sampler mode."""
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(tiny_model)
+    rng = np.random.default_rng(0)
+    inputs = [(0.2 * rng.standard_normal(int(SR * seconds)).astype(np.float32), SR) for seconds in (3.0, 0.4, 3.0)]
+    inputs.append((0.2 * rng.standard_normal((2, 20000)).astype(np.float32), 16000))  # stereo, another rate
+    seeds = [5, 7, 9, 5]
+    for mode in ("one_pass_residual", "one_pass", "mixture_consistent"):
+        together = pipeline.separate_batch(inputs, seeds, steps=2, mode=mode)
+        for (wave, rate), seed, got in zip(inputs, seeds, together):
+            alone = pipeline.separate(wave, rate, steps=2, seed=seed, mode=mode)
+            assert got.components.shape == alone.components.shape
+            np.testing.assert_allclose(got.components, alone.components, atol=1e-5, rtol=0)
+    first, third = pipeline.separate_batch(inputs[:1] + inputs[2:3], [5, 6], steps=2, mode="one_pass")
+    assert not np.allclose(first.components, third.components)  # other noise, not a copy
+    with pytest.raises(ValueError, match="2 inputs but 1 seeds"):
+        pipeline.separate_latents([torch.zeros(320, 10)] * 2, [0])
+
+
+def test_serve_batch_of_jobs_one_refused_the_others_answered(tiny_model):
+    """The Serve model's batch: jobs that share settings run together; a bad input or component gets its own error
+    while the others still get their separation."""
+    from serve.model import Failure, LoadedModel, _separate_jobs
+    from serve.source import ModelSource
+    from ucr.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoint(tiny_model)
+    loaded = LoadedModel(pipeline, ModelSource(reference=tiny_model, checkpoint=tiny_model, name="tiny"), 0.0)
+    wave = 0.2 * np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    job = {"wave": wave, "sample_rate": SR, "steps": None, "seed": 3, "mode": "one_pass", "component": None}
+    jobs = [job, {**job, "seed": 4}, {**job, "wave": np.zeros(SR, np.float32)}, {**job, "component": 9}]
+    results = _separate_jobs(loaded, jobs)
+    assert [isinstance(r, Failure) for r in results] == [False, False, True, True]
+    assert results[2]["status"] == 422 and "silent" in results[2]["detail"]
+    assert results[3]["status"] == 422 and "component=9" in results[3]["detail"]
+    alone = pipeline.separate(wave, SR, seed=3, mode="one_pass")
+    np.testing.assert_allclose(results[0]["components"], alone.components, atol=1e-5, rtol=0)
+    assert results[1]["seed"] == 4 and results[0]["mode"] == "one_pass" and results[0]["indices"] == [0, 1]

@@ -223,7 +223,8 @@ class Decomposer(nn.Module):
     # -- inference ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
-                 mode: str = "independent", alpha: float = 0.3, draws: int = 4) -> torch.Tensor:
+                 mode: str = "independent", alpha: float = 0.3, draws: int = 4,
+                 noises: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Raw mixture latents ``[B, C, T]`` -> component latents ``[B, K, C, T]`` (raw scale).
 
         ``mode`` is one of :data:`ucr.config.SEPARATION_MODES`:
@@ -238,7 +239,9 @@ class Decomposer(nn.Module):
           decided once for the whole batch, so windows of one track stay consistent) is replaced by the mixture
           residual: the composition equals the mixture exactly (:func:`replace_with_residual`).
 
-        All K components run as one batch; any T works (padded internally).
+        All K components run as one batch; any T works (padded internally). ``noises``: for the one-pass modes, the
+        noise of each draw (``draws`` tensors shaped like the padded mixture, :meth:`one_pass_noise_shape`) instead
+        of drawing it from ``generator`` — how several requests share one batch and keep their own seeds.
         """
         self._check(mixture)
         if mode not in SEPARATION_MODES:
@@ -248,7 +251,7 @@ class Decomposer(nn.Module):
         x = nn.functional.pad(self.normalize(mixture), (0, pad), mode="replicate" if pad < T else "constant")
         z = self.components(x)  # [B, K, Cz, T']
         if mode in ("one_pass", "one_pass_residual"):
-            parts = self.denormalize(self.one_pass(x, z, alpha, draws, generator))[..., :T]  # [B, K, C, T]
+            parts = self.denormalize(self.one_pass(x, z, alpha, draws, generator, noises))[..., :T]  # [B, K, C, T]
             if mode == "one_pass_residual":
                 parts = replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture).mean(dim=0))
             return parts
@@ -285,8 +288,13 @@ class Decomposer(nn.Module):
         return parts
 
     @torch.no_grad()
+    def one_pass_noise_shape(self, batch: int, frames: int) -> tuple[int, int, int]:
+        """Shape of one draw's noise for :meth:`separate` of ``[batch, C, frames]`` in a one-pass mode."""
+        return batch, self.latent_channels, frames + (-frames) % self.time_multiple
+
     def one_pass(self, x: torch.Tensor, z: torch.Tensor, alpha: float, draws: int = 4,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, noises: list[torch.Tensor] | None = None
+                 ) -> torch.Tensor:
         """The decoder's clean prediction for each component from the observed mixture, in one pass.
 
         ``x [B, C, T]`` (normalised mixture, T a multiple of :attr:`time_multiple`), ``z [B, K, Cz, T]`` ->
@@ -297,11 +305,13 @@ class Decomposer(nn.Module):
             raise ValueError(f"one-pass alpha must be in [0, 1], got {alpha}")
         if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
             raise ValueError(f"draws must be a positive integer, got {draws!r}")
+        if noises is not None and (len(noises) != draws or any(n.shape != x.shape for n in noises)):
+            raise ValueError(f"noises: expected {draws} tensors of shape {tuple(x.shape)}")
         levels = torch.full((x.shape[0],), float(alpha), device=x.device, dtype=x.dtype)  # [B]
         total = None
-        for _ in range(draws):
-            noise = torch.randn(x.shape, generator=generator,
-                                device=generator.device if generator else x.device).to(x.device)
+        for d in range(draws):
+            noise = noises[d].to(x.device) if noises is not None else torch.randn(
+                x.shape, generator=generator, device=generator.device if generator else x.device).to(x.device)
             prediction = self.denoise_each(iadb.blend(x, noise, levels), levels, z)  # [B, K, C, T]
             total = prediction if total is None else total + prediction
         return total / draws

@@ -24,7 +24,7 @@ from ucr import audio, baselines
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
-from ucr.decomposer import Decomposer, build_decomposer
+from ucr.decomposer import Decomposer, build_decomposer, coherence_with_mixture, replace_with_residual
 from ucr.diffusion import iadb
 from ucr.train import checkpoint as ckpt
 from ucr.train.loop import resolve_device
@@ -189,44 +189,110 @@ class Pipeline:
         return wave[0]
 
     # -- separation --------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
-                        overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None,
-                        alpha: float | None = None, draws: int | None = None, progress: bool = False
-                        ) -> torch.Tensor:
-        """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``.
-
-        Long inputs are cut into windows of ``window_frames`` (default: the training crop) with ``overlap_frames``
-        of linear crossfade (default: a quarter window); windows run as batches. Component k always comes from
-        encoder k, so components stay consistent across windows. ``mode``: see :meth:`Decomposer.separate`
-        (default: ``diffusion.separation`` of the model's config); ``alpha`` / ``draws`` for the one-pass modes
-        (default: ``diffusion.one_pass_alpha`` / ``one_pass_draws``). ``progress``: a bar per window on stderr.
-        """
-        mode = mode or self.config.diffusion.separation
-        C, T = latent.shape
+    def _window_plan(self, frames: int, window_frames: int | None = None, overlap_frames: int | None = None
+                     ) -> tuple[list[int], int, int]:
+        """``(starts, window, overlap)`` cutting ``frames`` into windows of ``window_frames`` (default: the training
+        crop) with ``overlap_frames`` of crossfade (default: a quarter window); one window when it fits."""
         window = window_frames or self.config.data.crop_frames
         overlap = min(overlap_frames if overlap_frames is not None else window // 4, window // 2)
-        if T <= window:
-            starts = [0]
-            window = T
-        else:
-            hop = window - overlap
-            starts = list(range(0, T - window, hop)) + [T - window]
-        pieces = torch.stack([latent[:, s:s + window] for s in starts])  # [N, C, W]
-        generator = torch.Generator().manual_seed(seed)
-        diffusion = self.config.diffusion
-        with _Bar(progress, len(starts), "separate", "window") as bar:
-            parts = self.model.separate_many(pieces, max_batch, steps, generator, mode,
-                                             diffusion.one_pass_alpha if alpha is None else alpha,
-                                             diffusion.one_pass_draws if draws is None else draws,
-                                             on_progress=bar.to if progress else None)  # [N, K, C, W]
-        total = torch.zeros(self.n_components, C, T)
-        weight = torch.zeros(T)
+        if frames <= window:
+            return [0], frames, overlap
+        hop = window - overlap
+        return list(range(0, frames - window, hop)) + [frames - window], window, overlap
+
+    def _overlap_add(self, parts: torch.Tensor, starts: list[int], window: int, overlap: int,
+                     frames: int) -> torch.Tensor:
+        """Window parts ``[N, K, C, W]`` -> ``[K, C, frames]`` with normalised linear crossfades."""
+        total = torch.zeros(self.n_components, parts.shape[2], frames)
+        weight = torch.zeros(frames)
         for index, start in enumerate(starts):
             w = crossfade_weights(window, overlap, index == 0, index == len(starts) - 1)
             total[..., start:start + window] += parts[index] * w
             weight[start:start + window] += w
         return total / weight.clamp_min(1e-6)  # normalised: overlaps of any size blend smoothly
+
+    def _one_pass_noise(self, windows: int, frames: int, seed: int, draws: int, max_batch: int
+                        ) -> list[torch.Tensor]:
+        """The noise an input's windows get in a one-pass mode, per draw ``[windows, C, W']``: drawn from its own
+        seed in the order its windows would run alone (batches of ``max_batch``, every draw of a batch in turn), so
+        an input separated among others gives what it gives alone."""
+        generator = torch.Generator().manual_seed(seed)
+        per_draw: list[list[torch.Tensor]] = [[] for _ in range(draws)]
+        for start in range(0, windows, max_batch):
+            shape = self.model.one_pass_noise_shape(min(max_batch, windows - start), frames)
+            for draw in range(draws):
+                per_draw[draw].append(torch.randn(shape, generator=generator))
+        return [torch.cat(chunks) for chunks in per_draw]
+
+    @torch.no_grad()
+    def separate_latents(self, latents: list[torch.Tensor], seeds: list[int], steps: int = 50,
+                         mode: str | None = None, alpha: float | None = None, draws: int | None = None,
+                         window_frames: int | None = None, overlap_frames: int | None = None, max_batch: int = 16,
+                         progress: bool = False) -> list[torch.Tensor]:
+        """Mixture latents ``[C, T_i]`` of any lengths (one seed each) -> component latents ``[K, C, T_i]``.
+
+        Long inputs are cut into windows (:meth:`_window_plan`) that run as batches of ``max_batch``; component k
+        always comes from encoder k, so components stay consistent across windows. In the one-pass modes the
+        windows of *all* inputs of the same length share those batches (each input keeps its own noise and its own
+        blind residual choice: alone or among others, an input gets the same result); the sampler modes run one
+        input at a time. ``mode``: see :meth:`Decomposer.separate` (default: ``diffusion.separation``); ``alpha``
+        / ``draws`` for the one-pass modes (default: ``diffusion.one_pass_alpha`` / ``one_pass_draws``).
+        ``progress``: a bar per window on stderr.
+        """
+        if len(latents) != len(seeds):
+            raise ValueError(f"{len(latents)} inputs but {len(seeds)} seeds")
+        diffusion = self.config.diffusion
+        mode = mode or diffusion.separation
+        alpha = diffusion.one_pass_alpha if alpha is None else alpha
+        draws = diffusion.one_pass_draws if draws is None else draws
+        plans = [self._window_plan(latent.shape[-1], window_frames, overlap_frames) for latent in latents]
+        pieces = [torch.stack([latent[:, s:s + window] for s in starts]) for latent, (starts, window, _) in
+                  zip(latents, plans)]  # [N_i, C, W_i]
+        window_parts: list[torch.Tensor | None] = [None] * len(latents)
+        with _Bar(progress, sum(len(p) for p in pieces), "separate", "window") as bar:
+            done = 0
+            if mode not in ("one_pass", "one_pass_residual"):
+                for i, (piece, seed) in enumerate(zip(pieces, seeds)):
+                    window_parts[i] = self.model.separate_many(
+                        piece, max_batch, steps, torch.Generator().manual_seed(seed), mode, alpha, draws,
+                        on_progress=(lambda n, offset=done: bar.to(offset + n)) if progress else None)
+                    done += len(piece)
+            else:
+                groups: dict[int, list[int]] = {}
+                for i, piece in enumerate(pieces):
+                    groups.setdefault(piece.shape[-1], []).append(i)
+                for window, members in groups.items():
+                    batch = torch.cat([pieces[i] for i in members])  # [sum N_i, C, W]
+                    noises = [self._one_pass_noise(len(pieces[i]), window, seeds[i], draws, max_batch)
+                              for i in members]
+                    noise = [torch.cat([n[d] for n in noises]) for d in range(draws)]
+                    out = []
+                    for start in range(0, len(batch), max_batch):
+                        chunk = batch[start:start + max_batch].to(self.device)
+                        out.append(self.model.separate(chunk, mode="one_pass", alpha=alpha, draws=draws,
+                                                       noises=[n[start:start + max_batch] for n in noise]).cpu())
+                        done += len(chunk)
+                        bar.to(done)
+                    out = torch.cat(out)  # [sum N_i, K, C, W]
+                    offset = 0
+                    for i in members:
+                        parts = out[offset:offset + len(pieces[i])]
+                        offset += len(pieces[i])
+                        if mode == "one_pass_residual":  # the blind choice, once per input over its windows
+                            parts = replace_with_residual(parts, pieces[i],
+                                                          coherence_with_mixture(parts, pieces[i]).mean(dim=0))
+                        window_parts[i] = parts
+        return [self._overlap_add(parts, *plan, latent.shape[-1])
+                for parts, plan, latent in zip(window_parts, plans, latents)]
+
+    def separate_latent(self, latent: torch.Tensor, steps: int = 50, seed: int = 0, window_frames: int | None = None,
+                        overlap_frames: int | None = None, max_batch: int = 16, mode: str | None = None,
+                        alpha: float | None = None, draws: int | None = None, progress: bool = False
+                        ) -> torch.Tensor:
+        """Mixture latent ``[C, T]`` of any length -> component latents ``[K, C, T]``: :meth:`separate_latents` of
+        one input."""
+        return self.separate_latents([latent], [seed], steps, mode, alpha, draws, window_frames, overlap_frames,
+                                     max_batch, progress)[0]
 
     def separate(self, wave: np.ndarray | str, sample_rate: int | None = None, steps: int | None = None,
                  seed: int = 0, mode: str | None = None, post_filter: str | None = None,
@@ -240,16 +306,27 @@ class Pipeline:
             wave, sample_rate = audio.read(wave, mono=False)
         elif sample_rate is None:
             raise ValueError("separate(wave, sample_rate): give the sample rate of an array (or pass a file path)")
+        return self.separate_batch([(wave, sample_rate)], [seed], steps, mode, post_filter, progress)[0]
+
+    def separate_batch(self, inputs: list[tuple[np.ndarray, int]], seeds: list[int], steps: int | None = None,
+                       mode: str | None = None, post_filter: str | None = None, progress: bool = False
+                       ) -> list[Separation]:
+        """Several ``(audio [L] or [channels, L], sample_rate)`` inputs, one seed each, in shared decoder batches
+        (:meth:`separate_latents`): each result equals :meth:`separate` of that input alone."""
         steps = self.config.diffusion.sampler_steps if steps is None else steps
         if not 1 <= steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {steps}")
-        mono = self.prepare(wave, sample_rate)
-        latent = self.codec.encode(torch.from_numpy(mono)[None, None])[0]  # [C, T]
-        parts = self.separate_latent(latent, steps=steps, seed=seed, mode=mode, progress=progress)  # [K, C, T]
-        waves = self.codec.decode(parts)[:, 0, :len(mono)].numpy()  # [K, L]
-        waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
-                                      self.sample_rate)
-        return Separation(components=waves, sample_rate=self.sample_rate, steps=steps, names=self.component_names)
+        monos = [self.prepare(wave, sample_rate) for wave, sample_rate in inputs]
+        latents = [self.codec.encode(torch.from_numpy(mono)[None, None])[0] for mono in monos]  # [C, T_i]
+        parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
+        out = []
+        for mono, part in zip(monos, parts):
+            waves = self.codec.decode(part)[:, 0, :len(mono)].numpy()  # [K, L]
+            waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
+                                          self.sample_rate)
+            out.append(Separation(components=waves, sample_rate=self.sample_rate, steps=steps,
+                                  names=self.component_names))
+        return out
 
     # -- generation (needs the prior) ---------------------------------------------------------------------------------
     MAX_GENERATE_SECONDS = 60.0

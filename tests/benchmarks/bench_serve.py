@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0, help="wall-time budget per mode")
     parser.add_argument("--model", default=None, help="checkpoint path/URI or models:/<name>@<alias>")
     parser.add_argument("--model-cpus", type=float, default=1.0, help="num_cpus of the model replica")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per mode, alternating modes; the summary gives the median of each column")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - {"batched", "unbatched"}
@@ -107,7 +109,7 @@ def main() -> None:
         print(f"[bench] {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
               f"{os.getloadavg()[0]:.1f} before start; model {model}", flush=True)
         rows = []
-        for mode in modes:
+        for mode in [m for _ in range(max(1, args.repeats)) for m in modes]:
             deploy({"model": model, "batching": mode == "batched", "max_batch_size": args.max_batch_size,
                     "max_seconds": max(60.0, args.seconds), "max_upload_mb": 100, "model_num_cpus": args.model_cpus,
                     "model_max_ongoing_requests": max(8, args.concurrency),
@@ -125,6 +127,17 @@ def main() -> None:
         for mode, r in rows:
             print(f"{mode:<10} {r['sent']:>5} {r['ok']:>5} {r['errors']:>6} {r['rps']:>7.2f} {r['p50']:>7.2f} "
                   f"{r['p95']:>7.2f} {r['p99']:>7.2f}")
+        if args.repeats > 1:
+            print(f"\nmedian of {args.repeats} runs per mode")
+            print(f"{'mode':<10} {'req/s':>7} {'p50 s':>7} {'p99 s':>7}")
+            medians = {}
+            for mode in modes:
+                runs = [r for m, r in rows if m == mode]
+                medians[mode] = {k: float(np.median([r[k] for r in runs])) for k in ("rps", "p50", "p99")}
+                print(f"{mode:<10} {medians[mode]['rps']:>7.2f} {medians[mode]['p50']:>7.2f} "
+                      f"{medians[mode]['p99']:>7.2f}")
+            if {"batched", "unbatched"} <= set(medians):
+                print(f"batched / unbatched throughput: {medians['batched']['rps'] / medians['unbatched']['rps']:.2f}x")
         if any(r["errors"] for _, r in rows):
             raise SystemExit(f"errors: {[(mode, r['statuses']) for mode, r in rows]}")
     finally:
