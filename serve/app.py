@@ -6,9 +6,9 @@ Two deployments:
   responses. It never touches the model; it turns bad input into a 4xx that says what to change.
 - ``UCRModel``: holds one :class:`ucr.pipeline.Pipeline` and delegates every request to it. Separation requests go
   through ``@serve.batch`` (at most ``max_batch_size`` requests per call, one call at a time per replica), so the work
-  a replica takes on is bounded. Its ``user_config`` names the model (``models:/<name>@<alias>`` or a checkpoint
-  URI); ``reconfigure`` loads a new version off the request path and swaps it in with one assignment, so requests in
-  flight finish on the model they started with.
+  a replica takes on is bounded, and the windows of a batch's requests share decoder batches. Its ``user_config``
+  names the model (``models:/<name>@<alias>`` or a checkpoint URI); ``reconfigure`` loads a new version off the
+  request path and swaps it in with one assignment, so requests in flight finish on the model they started with.
 
 Run locally: ``serve run serve.app:app`` (settings from the environment, see :class:`AppArgs`) or
 ``serve run serve.app:app_builder model=models:/ucr@champion``; on a cluster: ``serve deploy serve/config.yaml``.
