@@ -75,6 +75,12 @@ def test_cache_without_stems_is_refused(trained, slakh_root, tmp_path):
     encode_split(settings, MDCTCodec(), plain, progress=False)
     with pytest.raises(ValueError, match="with-stems"):
         evaluate(Pipeline.from_checkpoint(run), plain, str(tmp_path / "r"), log=lambda _: None)
+    from ucr.codec.stft import STFTPhaseCodec  # a cache of another codec is refused, naming both
+
+    other = str(tmp_path / "other_codec")
+    encode_split(EncodeSettings(**{**settings.__dict__, "with_stems": True}), STFTPhaseCodec(), other, progress=False)
+    with pytest.raises(ValueError, match=r"holds latents of codec stftif-.*but the model works in mdct"):
+        evaluate(Pipeline.from_checkpoint(run), other, str(tmp_path / "r2"), log=lambda _: None)
 
 
 def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_path):

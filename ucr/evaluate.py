@@ -137,9 +137,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     cache = LatentCache(cache_uri)
     if not cache.has_stems:
         raise ValueError(f"the cache at {cache_uri} has no stems; encode the evaluation split with --with-stems")
-    if cache.key["codec"] != pipeline.codec.fingerprint:
-        raise ValueError(f"the cache at {cache_uri} holds latents of {cache.key['codec']}, the model uses "
-                         f"{pipeline.codec.fingerprint}")
+    cache.require_codec(pipeline.codec.fingerprint, "the model")
     count = cache.num_chunks if options.max_chunks is None else min(cache.num_chunks, options.max_chunks)
     items = [cache.item(i) for i in range(count)]
     sample_rate = pipeline.sample_rate

@@ -344,6 +344,13 @@ class LatentCache:
     def key(self) -> dict:
         return self.manifest["key"]
 
+    def require_codec(self, fingerprint: str, user: str) -> None:
+        """Refuse latents of another codec: ``user`` names what works in ``fingerprint``'s latent (a model)."""
+        if self.key["codec"] != fingerprint:
+            raise ValueError(f"the cache at {self.uri} holds latents of codec {self.key['codec']}, but {user} works in "
+                             f"{fingerprint}; pass a cache encoded with that codec (ucr data encode with the model's "
+                             f"codec settings)")
+
     @property
     def num_chunks(self) -> int:
         return int(self.offsets[-1])

@@ -111,9 +111,7 @@ def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None 
     decomposer = build_decomposer(config.model, state["codec"]["channels"], stats)
     decomposer.load_state_dict(state["model"])
     cache = LatentCache(cache_uri)
-    if cache.key["codec"] != state["codec"]["fingerprint"]:
-        raise ValueError(f"the cache at {cache_uri} holds latents of {cache.key['codec']}, the decomposer was "
-                         f"trained on {state['codec']['fingerprint']}")
+    cache.require_codec(state["codec"]["fingerprint"], "the decomposer")
     if max_chunks is None:
         return component_latents(decomposer.eval(), cache)
     mixture = torch.stack([cache.item(i)["mixture"] for i in range(min(max_chunks, cache.num_chunks))])
