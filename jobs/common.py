@@ -47,11 +47,12 @@ def program_name() -> str:
     return script.name
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, preset_default: str | None = "demo",
+                preset_help: str = "shipped preset or YAML path (default: demo)") -> argparse.ArgumentParser:
     """The arguments every job takes; ``description`` (the module docstring) keeps its line breaks and examples."""
     parser = argparse.ArgumentParser(prog=program_name(), description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="demo", help="shipped preset or YAML path (default: demo)")
+    parser.add_argument("--preset", default=preset_default, help=preset_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set model.n_components=3")
     parser.add_argument("--out", default=None,
@@ -66,6 +67,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    """What the evaluate stage takes, wherever it runs (the evaluate job, the pipeline job, a sweep's best trial)."""
+    parser.add_argument("--model-name", default="ucr", help="registered model name (default: ucr)")
+    parser.add_argument("--alias", default="champion", help="registry alias a better model moves to (default: champion)")
+    parser.add_argument("--steps", type=int, help="evaluation sampler steps (default: diffusion.sampler_steps)")
+    parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
+    parser.add_argument("--steps-curve", type=int, nargs="*", default=[],
+                        help="also measure RTF and SI-SDRi at these step counts on the test split")
+    parser.add_argument("--generate-n", type=int, default=8, help="excerpts generated for the generation metrics")
 
 
 def config_from(args: argparse.Namespace) -> ExperimentConfig:

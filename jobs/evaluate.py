@@ -214,14 +214,8 @@ def run(args) -> dict:
 
 def parser():
     parser = common.base_parser(__doc__)
-    parser.add_argument("--model-name", default="ucr", help="registered model name (default: ucr)")
-    parser.add_argument("--alias", default="champion")
     parser.add_argument("--model", help="checkpoint to evaluate (default: the experiment's prior, else decomposer)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: diffusion.sampler_steps)")
-    parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
-    parser.add_argument("--steps-curve", type=int, nargs="*", default=[],
-                        help="also measure RTF and SI-SDRi at these step counts on the test split")
-    parser.add_argument("--generate-n", type=int, default=8, help="excerpts generated for the generation metrics")
+    common.add_evaluation_args(parser)
     return parser
 
 

@@ -14,7 +14,6 @@ that file; the console shows the stage headings, one progress bar per stage and 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
@@ -28,12 +27,7 @@ def parser():
     train.add_validation_args(parser)
     parser.add_argument("--supervised", action="store_true", help="also train the supervised reference")
     parser.add_argument("--skip-prior", action="store_true", help="do not train the prior")
-    parser.add_argument("--model-name", default="ucr", help="registered model name (default: ucr)")
-    parser.add_argument("--alias", default="champion")
-    parser.add_argument("--steps", type=int, help="evaluation sampler steps (default: diffusion.sampler_steps)")
-    parser.add_argument("--max-chunks", type=int, help="evaluate at most N chunks per split")
-    parser.add_argument("--steps-curve", type=int, nargs="*", default=[])
-    parser.add_argument("--generate-n", type=int, default=8, help="excerpts generated for the generation metrics")
+    common.add_evaluation_args(parser)
     parser.add_argument("--log-file", default=None,
                         help="write every log line to this file and keep the console to stage headings, one "
                              "progress bar per stage and the results")

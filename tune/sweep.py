@@ -316,11 +316,8 @@ def write_summary(table, space: SweepSpace, folder: str, searcher) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = common.base_parser(__doc__)
-    parser.set_defaults(preset=None)  # the space file names the preset
-    for action in parser._actions:
-        if action.dest == "preset":
-            action.help = "must match the space file's preset when given (the space file decides)"
+    parser = common.base_parser(__doc__, preset_default=None,  # the space file names the preset
+                                preset_help="must match the space file's preset when given (the space file decides)")
     parser.add_argument("--space", required=True, help="search space YAML (tune/spaces/*.yaml)")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=1, help="trials running at once")
@@ -334,12 +331,7 @@ def parser() -> argparse.ArgumentParser:
                                              "(default: <out>/decomposer/final.pt)")
     parser.add_argument("--register-best", action="store_true", help="register and evaluate the best trial")
     parser.add_argument("--results-dir", help="also copy the summary and plots here (e.g. docs/results/sweep)")
-    parser.add_argument("--model-name", default="ucr")
-    parser.add_argument("--alias", default="champion")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--max-chunks", type=int, default=None)
-    parser.add_argument("--steps-curve", type=int, nargs="*", default=[])
-    parser.add_argument("--generate-n", type=int, default=4)
+    common.add_evaluation_args(parser)  # for the best trial's evaluation (--register-best)
     return parser
 
 
