@@ -2,46 +2,18 @@
 (:class:`ModelSettings`, reconfigurable in place), the ingress's limits (:class:`HTTPSettings`) and the arguments of
 ``serve.app.app_builder`` (:class:`AppArgs`). Unknown keys raise, naming the valid ones."""
 
-import dataclasses
 import os
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from serve.source import DEFAULT_MODEL
+from ucr.config import build_settings
 from ucr.pipeline import MIN_SECONDS
 
 
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """CLI args (``serve run ... key=value``) arrive as strings: turn them into the field's type."""
-    if value is None:
-        return None
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    target = args[0] if len(args) == 1 else None
-    if target is bool and isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return lowered in ("true", "1", "yes")
-    if target in (int, float) and isinstance(value, str):
-        try:
-            return target(value)
-        except ValueError:
-            raise ValueError(f"{name} must be a {target.__name__}, got {value!r}") from None
-    if target is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def from_mapping(cls, values: dict | None, what: str):
-    """Build a settings dataclass from a dict, naming unknown keys and the valid ones."""
-    values = dict(values or {})
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what} setting(s) {unknown}; valid: {valid}")
-    return cls(**{key: _coerce(f"{what}.{key}", hints[key], value) for key, value in values.items()})
+    """Build a settings dataclass from a dict (CLI strings accepted), naming unknown keys and the valid ones."""
+    return build_settings(cls, values, what, from_text=True)
 
 
 @dataclass(frozen=True)

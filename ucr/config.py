@@ -9,6 +9,7 @@ Config is data. Every section is a frozen dataclass validated in ``__post_init__
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -360,14 +361,21 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """YAML/CLI values into the declared field type (ints for floats, lists for tuples)."""
+def coerce_value(name: str, hint: Any, value: Any, from_text: bool = False) -> Any:
+    """A YAML / CLI value into the declared field type ``hint`` (ints for floats, lists for tuples, ``X | None``
+    takes None). ``from_text``: every value may arrive as a string (``serve run ... key=value``), so "true" / "3" /
+    "2.5" become bool / int / float. The one coercion of settings in the project (the config, the Serve settings)."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = options[0] if len(options) == 1 else hint
     origin = typing.get_origin(hint)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise ValueError(f"{name} must be a list, got {value!r}")
         (item_type, _ellipsis) = typing.get_args(hint)
-        return tuple(_coerce(f"{name}[]", item_type, v) for v in value)
+        return tuple(coerce_value(f"{name}[]", item_type, v, from_text) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -375,11 +383,32 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
             return float(value)
         except ValueError:
             raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if hint is int and from_text and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if hint is bool and from_text and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "false", "0", "no"):
+            return lowered in ("true", "1", "yes")
     if hint is bool and not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if hint is str and not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def build_settings(cls: type, values: Mapping[str, Any] | None, what: str, from_text: bool = False) -> Any:
+    """A flat settings dataclass from a mapping: unknown keys named with the valid ones, values coerced
+    (:func:`coerce_value`). ``what`` names the settings in messages (``what.key``)."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; valid: {valid}")
+    return cls(**{key: coerce_value(f"{what}.{key}", hints[key], value, from_text) for key, value in values.items()})
 
 
 def _build(cls: type, nested: Mapping[str, Any], prefix: str) -> Any:
@@ -397,7 +426,7 @@ def _build(cls: type, nested: Mapping[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, prefix=f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(prefix + key, hint, value)
+            kwargs[key] = coerce_value(prefix + key, hint, value)
     return cls(**kwargs)
 
 
