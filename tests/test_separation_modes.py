@@ -180,6 +180,29 @@ def test_z_decorrelation_adds_the_weighted_penalty_to_the_loss():
         load_config("smoke", {"model.z_decorrelation": -1.0})
 
 
+def test_loss_channel_power_weights_channels_by_their_variance():
+    """p = 1: the x0 loss is the raw-latent MSE (channel c weighted by var_c, weights of mean 1); p = 0: the paper."""
+    from ucr.codec.stats import LatentStats
+
+    stats = LatentStats(mean=[0.0] * 8, std=[1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 1.0, 3.0])
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8, stats=stats).eval()
+    weighted = build_decomposer(load_config("smoke", {"model.loss_channel_power": 1.0}).model, latent_channels=8,
+                                stats=stats).eval()
+    weighted.load_state_dict(paper.state_dict())
+    mixture = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(4)
+    x = paper.normalize(mixture)
+    x_alpha, alpha, _ = iadb.training_inputs(x, generator)
+    squared = (paper.compose(paper.denoise_each(x_alpha, alpha, paper.components(x))) - x).square()  # [2, 8, 16]
+    variance = torch.tensor(stats.std) ** 2
+    expected = (squared * variance[:, None]).sum(dim=(1, 2)) / (variance.sum() * 16)
+    torch.testing.assert_close(weighted.loss(mixture, torch.Generator().manual_seed(4)), expected)
+    torch.testing.assert_close(paper.loss(mixture, torch.Generator().manual_seed(4)), squared.mean(dim=(1, 2)))
+    assert paper.channel_loss_weights(2) is None
+    with pytest.raises(ValueError, match="loss_channel_power"):
+        load_config("smoke", {"model.loss_channel_power": -0.5})
+
+
 def test_ablation_variants_keep_list_values_whole():
     from tests.benchmarks.ablate import parse_variant
 

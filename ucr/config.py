@@ -141,6 +141,11 @@ class ModelConfig:
     # weight of a penalty on the squared correlation between the component latents z_k (ours; the paper: 0). A
     # symmetric, redundant decomposition (every z_k the same code) is free under the paper's loss; this makes it cost
     z_decorrelation: float = 0.0
+    # weight of each latent channel in the x0 loss, proportional to its training variance to this power (ours; the
+    # paper: 0 = every standardised channel alike). 1 makes the loss the raw-latent MSE, which for the orthogonal MDCT
+    # is the waveform MSE that SI-SDR scores: with per-channel standardisation the 8 lowest of 320 MDCT channels hold
+    # ~90 % of drums + bass energy but 2.5 % of the paper's loss. The diffusion itself stays per channel
+    loss_channel_power: float = 0.0
     # time resolution of z: each z_k is averaged over blocks of this many frames (and held constant within a block)
     # before it conditions the decoder; 1 = the codec's frame rate (the paper). Coarser z carries less detail, so the
     # decoder must take the detail from its noisy input and z can only say which source (ours)
@@ -182,6 +187,7 @@ class ModelConfig:
         _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
         _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
         _in_range("model.z_decorrelation", self.z_decorrelation, 0.0, 100.0)
+        _in_range("model.loss_channel_power", self.loss_channel_power, 0.0, 2.0)
         bad = [c for c in self.unet_channels if c % self.groupnorm_groups]
         if bad:
             raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "

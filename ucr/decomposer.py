@@ -7,6 +7,7 @@ Training sees mixtures only::
     x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
     loss   = |x_hat - x|^2                     x0-prediction
              (+ lambda * mean_{k<j} corr(z_k, z_j)^2 when model.z_decorrelation = lambda > 0; ours, not the paper's)
+             (channels weighted by var_c^p when model.loss_channel_power = p > 0; ours: p = 1 is the raw-latent MSE)
              (+ mu * remix consistency when model.remix_weight = mu > 0; ours, see :meth:`Decomposer.remix_loss`)
 
 Separation: for each k, the IADB sampler runs the decoder conditioned on z_k alone, starting from noise; the result is
@@ -53,7 +54,7 @@ class Decomposer(nn.Module):
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
                  z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
-                 remix_weight: float = 0.0, remix_alpha: float = 0.3) -> None:
+                 remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0) -> None:
         super().__init__()
         if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
@@ -70,6 +71,9 @@ class Decomposer(nn.Module):
         if z_decorrelation < 0.0:
             raise ValueError(f"z_decorrelation must be >= 0, got {z_decorrelation}")
         self.z_decorrelation = float(z_decorrelation)  # weight of the z_k correlation penalty in loss(); paper: 0
+        if loss_channel_power < 0.0:
+            raise ValueError(f"loss_channel_power must be >= 0, got {loss_channel_power}")
+        self.loss_channel_power = float(loss_channel_power)  # loss weight of channel c ~ var_c ** p; paper: 0
         self.train_alpha_max = float(train_alpha_max)  # training draws alpha ~ U(0, train_alpha_max); paper: 1
         self.latent_channels = latent_channels
         self.n_components = n_components
@@ -142,12 +146,19 @@ class Decomposer(nn.Module):
         z = self.components(x)  # [B, K, Cz, T]
         x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
         prediction = self.compose(self.denoise_each(x_alpha, alpha, z))  # [B, C, T]
-        loss = iadb.x0_loss(prediction, x)
+        loss = iadb.x0_loss(prediction, x, self.channel_loss_weights(x.shape[0]))
         if self.z_decorrelation > 0.0:
             loss = loss + self.z_decorrelation * component_correlation(z)
         if self.remix_weight > 0.0:
             loss = loss + self.remix_weight * self.remix_loss(x, generator)
         return loss
+
+    def channel_loss_weights(self, batch: int) -> torch.Tensor | None:
+        """``[batch, C, 1]`` loss weights ``var_c ** p`` (mean 1) for ``loss_channel_power = p > 0``, else None."""
+        if self.loss_channel_power == 0.0:
+            return None
+        weights = self.latent_std.square().pow(self.loss_channel_power)  # [C, 1]
+        return (weights / weights.mean()).expand(batch, -1, -1)
 
     def set_remix_teacher(self, teacher: "Decomposer") -> None:
         """Make the remix targets with a frozen ``teacher`` (same architecture and device) instead of this model.
@@ -443,4 +454,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       train_alpha_max=model_config.train_alpha_max,
                       z_decorrelation=model_config.z_decorrelation,
                       component_stride=model_config.component_strides or model_config.component_stride,
-                      remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha)
+                      remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha,
+                      loss_channel_power=model_config.loss_channel_power)
