@@ -236,3 +236,17 @@ def test_codec_evaluate_table_on_stems(slakh_root, tmp_path, capsys):
     assert rows["mdct"]["excerpts"] == 2 and "| stft_if | 642 x 75 | exact |" in (out / "report.md").read_text()
     assert main(["codec", "evaluate", "--data", str(slakh_root), "--codecs", "mdct,wavelet"]) == 2
     assert "choose among" in capsys.readouterr().err
+
+
+def test_codec_hop_length_sets_the_analytic_codecs_framing():
+    for name, channels in (("mdct", 960), ("stft_mag", 961), ("stft_if", 1922)):
+        codec = build_codec(CodecConfig(name=name, hop_length=960))
+        assert codec.channels == channels and codec.frame_rate == 25.0
+        assert "hop960" in codec.fingerprint
+    wave = torch.randn(1, 1, 9600, generator=torch.Generator().manual_seed(0))
+    codec = build_codec(CodecConfig(hop_length=960))
+    torch.testing.assert_close(codec.decode(codec.encode(wave)), wave, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="must be even"):
+        CodecConfig(hop_length=321)
+    with pytest.raises(ValueError, match="fixed at 320 for EnCodec"):
+        CodecConfig(name="encodec", hop_length=960)

@@ -70,9 +70,18 @@ class CodecConfig:
     # what normalize_latents standardises: "channel" (each latent channel by its own mean / std) or "global" (one
     # mean / std over all channels, so the channels keep their relative energies)
     normalize_scope: str = "channel"
+    # audio samples per latent frame of the analytic codecs (mdct, stft_mag, stft_if): 320 = EnCodec's 75 Hz (the
+    # default); a longer hop trades time resolution for frequency resolution (bins of sample_rate / (2 hop) Hz).
+    # EnCodec's framing is fixed at 320
+    hop_length: int = 320
 
     def __post_init__(self) -> None:
         _one_of("codec.name", self.name, list(CODEC_NAMES))
+        _is_int("codec.hop_length", self.hop_length, 32, 8192)
+        if self.hop_length % 2:
+            raise ValueError(f"codec.hop_length must be even, got {self.hop_length}")
+        if self.name == "encodec" and self.hop_length != 320:
+            raise ValueError("codec.hop_length is fixed at 320 for EnCodec; it applies to mdct, stft_mag and stft_if")
         _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
         _one_of("codec.normalize_scope", self.normalize_scope, ["channel", "global"])
         _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])

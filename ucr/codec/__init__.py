@@ -14,15 +14,15 @@ __all__ = ["LatentCodec", "MDCTCodec", "LatentStats", "build_codec", "CODEC_NAME
 def build_codec(config) -> LatentCodec:
     """The one place a :class:`ucr.config.CodecConfig` becomes a codec."""
     if config.name == "mdct":
-        return MDCTCodec()
+        return MDCTCodec(hop_length=config.hop_length)
     if config.name == "stft_mag":
         from ucr.codec.stft import STFTMagnitudeCodec
 
-        return STFTMagnitudeCodec()
+        return STFTMagnitudeCodec(hop_length=config.hop_length)
     if config.name == "stft_if":
         from ucr.codec.stft import STFTPhaseCodec
 
-        return STFTPhaseCodec()
+        return STFTPhaseCodec(hop_length=config.hop_length)
     if config.name == "encodec":
         from ucr.codec.encodec import EncodecCodec
 
