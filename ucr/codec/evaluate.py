@@ -67,17 +67,24 @@ def log_mel_distance(estimate: torch.Tensor, reference: torch.Tensor, sample_rat
     return (log_mel(estimate) - log_mel(reference)).abs().flatten(1).mean(dim=1)
 
 
+def timed_roundtrip(codec: LatentCodec, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """``wave [N, L]`` -> ``(latent [N, C, T], decoded [N, L], encode RTF, decode RTF)`` (seconds of compute per
+    second of audio, the batch at once)."""
+    seconds = wave.numel() / codec.sample_rate
+    started = time.perf_counter()
+    latent = codec.encode(wave[:, None])
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = codec.decode(latent)[:, 0, :wave.shape[-1]]
+    decode_s = time.perf_counter() - started
+    return latent, decoded, encode_s / seconds, decode_s / seconds
+
+
 def evaluate_codec(codec: LatentCodec, excerpts: torch.Tensor) -> dict:
     """``excerpts [N, S, L]`` (stems, at the codec's rate) -> the table row (see the module docstring)."""
     N, S, L = excerpts.shape
     mixture = excerpts.mean(dim=1)  # [N, L]
-    seconds = N * L / codec.sample_rate
-    started = time.perf_counter()
-    latent = codec.encode(mixture[:, None])  # [N, C, T]
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = codec.decode(latent)[:, 0, :L]  # [N, L]
-    decode_s = time.perf_counter() - started
+    latent, decoded, encode_rtf, decode_rtf = timed_roundtrip(codec, mixture)
     stems = codec.encode(excerpts.reshape(N * S, 1, L)).reshape(N, S, *latent.shape[1:])
     composition = (latent - stems.mean(dim=1)).flatten(1).norm(dim=1) / latent.flatten(1).norm(dim=1).clamp(min=1e-12)
     sdr = si_sdr(decoded.numpy(), mixture.numpy())
@@ -86,8 +93,7 @@ def evaluate_codec(codec: LatentCodec, excerpts: torch.Tensor) -> dict:
             "si_sdr_db": float(np.mean(sdr)), "si_sdr_db_min": float(np.min(sdr)),
             "mrstft": float(multi_resolution_stft_distance(decoded, mixture).mean()),
             "mel_l1": float(log_mel_distance(decoded, mixture, codec.sample_rate).mean()),
-            "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds,
-            "composition_error": float(composition.mean())}
+            "encode_rtf": encode_rtf, "decode_rtf": decode_rtf, "composition_error": float(composition.mean())}
 
 
 def codec_table(rows: dict[str, dict]) -> str:
@@ -132,19 +138,10 @@ def roundtrip(input_uri: str, codec_config, output_uri: str | None = None) -> di
 
     codec = build_codec(codec_config)
     wave, _ = audio.read(input_uri, sample_rate=codec.sample_rate, mono=True)  # [1, L]
-    seconds = wave.shape[-1] / codec.sample_rate
-    batch = torch.from_numpy(wave)[None]  # [1, 1, L]
-    started = time.perf_counter()
-    latent = codec.encode(batch)
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = codec.decode(latent)[..., :wave.shape[-1]]
-    decode_s = time.perf_counter() - started
-    result = {
-        "codec": codec.fingerprint, "seconds": seconds, "latent_shape": list(latent.shape[1:]),
-        "si_sdr_db": float(si_sdr(decoded[0, 0].numpy(), wave[0])),
-        "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds,
-    }
+    latent, decoded, encode_rtf, decode_rtf = timed_roundtrip(codec, torch.from_numpy(wave))
+    result = {"codec": codec.fingerprint, "seconds": wave.shape[-1] / codec.sample_rate,
+              "latent_shape": list(latent.shape[1:]), "si_sdr_db": float(si_sdr(decoded[0].numpy(), wave[0])),
+              "encode_rtf": encode_rtf, "decode_rtf": decode_rtf}
     if output_uri:
-        audio.write(output_uri, decoded[0].numpy(), codec.sample_rate)
+        audio.write(output_uri, decoded.numpy(), codec.sample_rate)
     return result
