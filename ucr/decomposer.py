@@ -273,10 +273,13 @@ class Decomposer(nn.Module):
     @torch.no_grad()
     def separate_many(self, mixtures: torch.Tensor, max_batch: int = 16, steps: int = 50,
                       generator: torch.Generator | None = None, mode: str = "independent", alpha: float = 0.3,
-                      draws: int = 4, on_progress: Callable[[float], None] | None = None) -> torch.Tensor:
+                      draws: int = 4, on_progress: Callable[[float], None] | None = None,
+                      noises: list[torch.Tensor] | None = None, groups: list[int] | None = None) -> torch.Tensor:
         """:meth:`separate` over many excerpts ``[N, C, T]`` (e.g. the windows of one track) in batches of
         ``max_batch``, on the model's device -> ``[N, K, C, T]`` on the CPU. For ``one_pass_residual`` the blind
-        choice of the component to replace is made once over all N, so component k means the same everywhere.
+        choice of the component to replace is made once per group (``groups``: consecutive group sizes summing to
+        N, e.g. the windows of each of several tracks; default one group), so component k means the same over a
+        group. ``noises``: the one-pass noise of every excerpt, per draw ``[N, C, T']`` (see :meth:`separate`).
         ``on_progress(done)``: the number of excerpts done, in fractions of a batch while the sampler runs."""
         device = next(self.parameters()).device
         base = "one_pass" if mode == "one_pass_residual" else mode
@@ -288,14 +291,20 @@ class Decomposer(nn.Module):
                 on_progress(start + size * done / total)
 
             with iadb.step_listener(on_step) if on_progress else nullcontext():
-                parts.append(self.separate(batch, steps=steps, generator=generator, mode=base, alpha=alpha,
-                                           draws=draws).cpu())  # [n, K, C, T]
+                parts.append(self.separate(batch, steps=steps, generator=generator, mode=base, alpha=alpha, draws=draws,
+                                           noises=None if noises is None else
+                                           [n[start:start + max_batch] for n in noises]).cpu())  # [n, K, C, T]
             if on_progress:
                 on_progress(start + len(batch))
         parts = torch.cat(parts)  # [N, K, C, T]
         if mode == "one_pass_residual":
             mixtures = mixtures.cpu()
-            parts = replace_with_residual(parts, mixtures, coherence_with_mixture(parts, mixtures).mean(dim=0))
+            chosen = []
+            for group_parts, group_mixtures in zip(parts.split(groups or [len(parts)]),
+                                                   mixtures.split(groups or [len(mixtures)])):
+                chosen.append(replace_with_residual(group_parts, group_mixtures,
+                                                    coherence_with_mixture(group_parts, group_mixtures).mean(dim=0)))
+            parts = torch.cat(chosen)
         return parts
 
     @torch.no_grad()

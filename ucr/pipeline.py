@@ -24,7 +24,7 @@ from ucr import audio, baselines
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
-from ucr.decomposer import Decomposer, build_decomposer, coherence_with_mixture, replace_with_residual
+from ucr.decomposer import Decomposer, build_decomposer
 from ucr.diffusion import iadb
 from ucr.train import checkpoint as ckpt
 from ucr.train.loop import resolve_device
@@ -265,22 +265,13 @@ class Pipeline:
                     batch = torch.cat([pieces[i] for i in members])  # [sum N_i, C, W]
                     noises = [self._one_pass_noise(len(pieces[i]), window, seeds[i], draws, max_batch)
                               for i in members]
-                    noise = [torch.cat([n[d] for n in noises]) for d in range(draws)]
-                    out = []
-                    for start in range(0, len(batch), max_batch):
-                        chunk = batch[start:start + max_batch].to(self.device)
-                        out.append(self.model.separate(chunk, mode="one_pass", alpha=alpha, draws=draws,
-                                                       noises=[n[start:start + max_batch] for n in noise]).cpu())
-                        done += len(chunk)
-                        bar.to(done)
-                    out = torch.cat(out)  # [sum N_i, K, C, W]
-                    offset = 0
-                    for i in members:
-                        parts = out[offset:offset + len(pieces[i])]
-                        offset += len(pieces[i])
-                        if mode == "one_pass_residual":  # the blind choice, once per input over its windows
-                            parts = replace_with_residual(parts, pieces[i],
-                                                          coherence_with_mixture(parts, pieces[i]).mean(dim=0))
+                    sizes = [len(pieces[i]) for i in members]
+                    out = self.model.separate_many(  # the blind residual choice, once per input over its windows
+                        batch, max_batch, steps, None, mode, alpha, draws,
+                        on_progress=(lambda n, offset=done: bar.to(offset + n)) if progress else None,
+                        noises=[torch.cat([n[d] for n in noises]) for d in range(draws)], groups=sizes)
+                    done += len(batch)
+                    for i, parts in zip(members, out.split(sizes)):
                         window_parts[i] = parts
         return [self._overlap_add(parts, *plan, latent.shape[-1])
                 for parts, plan, latent in zip(window_parts, plans, latents)]
