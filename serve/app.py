@@ -91,6 +91,7 @@ PUBLIC_PATHS = {"/healthz", "/"}  # liveness, and the web page's shell (it asks 
 PUBLIC_PREFIXES = ("/ui/", "/static-offline-docs/")  # the page's and the docs' static assets: no model, no data
 DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 WEB_FOLDER = Path(__file__).parent / "web"
+PAGE_TEMPLATE = (WEB_FOLDER / "index.html").read_text(encoding="utf-8")  # read once; {{ROOT}} is the route prefix
 # The pages load nothing from outside the app, and the browser is told so (the docs pages need their inline
 # scripts and styles; ReDoc's sidebar would otherwise fetch a logo from its vendor's CDN).
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -436,7 +437,7 @@ class UCRIngress:
     async def page(self, request: Request) -> HTMLResponse:
         """The web page (serve/web): separate, generate and vary in a browser, through this API."""
         root = request.scope.get("root_path", "").rstrip("/")
-        html = (WEB_FOLDER / "index.html").read_text().replace("{{ROOT}}", html_escape(root, quote=True))
+        html = PAGE_TEMPLATE.replace("{{ROOT}}", html_escape(root, quote=True))
         return HTMLResponse(html, headers={"Cache-Control": "no-cache"})  # PagePolicyMiddleware adds the policy
 
     @api.get("/healthz", response_model=HealthResponse, summary="liveness (no API key needed)")

@@ -59,6 +59,11 @@ def _run(loaded: LoadedModel, task, *args) -> dict | Failure:
         return _failure(400, str(err))
     except ValueError as err:
         return _failure(422, str(err))
+    return _answered(loaded, result, started)
+
+
+def _answered(loaded: LoadedModel, result: dict | Failure, started: float) -> dict | Failure:
+    """A task's result with the model that produced it and the seconds since ``started`` (a refusal unchanged)."""
     if isinstance(result, Failure):
         return result
     return {**result, "model": loaded.describe(), "elapsed_s": round(time.perf_counter() - started, 4)}
@@ -115,10 +120,9 @@ def _separate_jobs(loaded: LoadedModel, jobs: list[dict]) -> list[dict | Failure
             except ValueError:  # AudioError included: one input is unusable
                 separations = None
             if separations is not None:
-                elapsed = round(time.perf_counter() - started, 4)
-                for i, separation in zip(members, separations):
-                    results[i] = {**_separation_answer(pipeline, jobs[i], separation, steps, mode),
-                                  "model": loaded.describe(), "elapsed_s": elapsed}
+                for i, separation in zip(members, separations):  # elapsed_s: the batch's time
+                    results[i] = _answered(loaded, _separation_answer(pipeline, jobs[i], separation, steps, mode),
+                                           started)
                 continue
         for i in members:
             results[i] = _run(loaded, _separate, jobs[i])
