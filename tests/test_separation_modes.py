@@ -199,6 +199,15 @@ def test_loss_channel_power_weights_channels_by_their_variance():
     torch.testing.assert_close(weighted.loss(mixture, torch.Generator().manual_seed(4)), expected)
     torch.testing.assert_close(paper.loss(mixture, torch.Generator().manual_seed(4)), squared.mean(dim=(1, 2)))
     assert paper.channel_loss_weights(2) is None
+    # the supervised reference weighs its channels the same way (K = 2 targets, each [8, 16])
+    sources = torch.randn(2, 2, 8, 16, generator=torch.Generator().manual_seed(1))
+    x = paper.normalize(sources.mean(1))
+    x_alpha, alpha, _ = iadb.training_inputs(x, torch.Generator().manual_seed(4))
+    squared = (paper.denoise_each(x_alpha, alpha, paper.components(x)) - paper.normalize(sources)).square()
+    expected = (squared * variance[:, None]).sum(dim=(1, 2, 3)) / (variance.sum() * 16 * 2)
+    torch.testing.assert_close(weighted(sources.mean(1), sources, torch.Generator().manual_seed(4)), expected)
+    torch.testing.assert_close(paper(sources.mean(1), sources, torch.Generator().manual_seed(4)),
+                               squared.mean(dim=(1, 2, 3)))
     with pytest.raises(ValueError, match="loss_channel_power"):
         load_config("smoke", {"model.loss_channel_power": -0.5})
 

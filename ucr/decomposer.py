@@ -221,7 +221,9 @@ class Decomposer(nn.Module):
         z = self.components(x)
         targets = self.normalize(sources)  # [B, K, C, T] (normalisation is per channel, broadcast over K)
         x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
-        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, z), targets)
+        weights = self.channel_loss_weights(B)  # [B, C, 1] or None; the same channel weighting as :meth:`loss`
+        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, z), targets,
+                            None if weights is None else weights[:, None])
 
     def forward(self, mixture: torch.Tensor, sources: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
