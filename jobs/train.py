@@ -1,15 +1,18 @@
 """Stage 3 — train the decomposer with Ray Train (``TorchTrainer``, DDP: gloo on CPUs, NCCL on GPUs).
 
 Every worker runs the same framework-agnostic loop as ``ucr train`` (``ucr.train``); this module only injects
-Ray's reporting, checkpoint persistence and resumption, and MLflow step logging. Checkpoints are reported every
-``train.checkpoint_every`` steps and at the end, kept per ``CheckpointConfig``; a failed worker group is restarted
-from the latest one (``FailureConfig``); resubmitting with the same run name resumes the run.
+Ray's metric reports and MLflow step logging. Checkpoints are written once, by the loop, to the run folder (local
+or s3://; every ``train.checkpoint_every`` steps and at the end; the newest ``train.keep_checkpoints`` kept). Ray is
+handed a pointer to each (``checkpoint.json``: its URI and step), not a second copy of the weights. A failed worker
+group is restarted (``FailureConfig``) and, like a job resubmitted with the same run name, resumes from the run
+folder's newest checkpoint (``Trainer.resume_if_possible``: the one resume path).
 
     python -m jobs.train --preset demo --out runs/demo [--workers 2] [--gpus-per-worker 1] [--address ...]
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any
@@ -17,7 +20,8 @@ from typing import Any
 from jobs import common
 from ucr import storage
 
-CHECKPOINT_FILE = "checkpoint.pt"
+# what Ray's checkpoint of a step holds: {"checkpoint": URI of the run folder's step checkpoint, "step": N}
+POINTER_FILE = "checkpoint.json"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -87,7 +91,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     from ucr.config import ExperimentConfig
-    from ucr.train import checkpoint as ckpt
     from ucr.train.loop import Hooks
     from ucr.train.tasks import build_decomposer_trainer, build_prior_trainer
 
@@ -114,15 +117,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report({**last, "step": step})  # carries the latest validation score too
 
     def on_checkpoint(step: int, uri: str) -> None:
+        # the run folder (local or s3://) is the one store of checkpoints; Ray is handed a pointer to it (Ray Train
+        # keeps only metrics that come with a checkpoint), never a second copy of the weights
         metrics = {**last, "step": step}
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                with open(os.path.join(folder, CHECKPOINT_FILE), "wb") as handle:
-                    handle.write(storage.read_bytes(uri))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"step-{step:08d}")
-        else:
+        if rank != 0:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=f"step-{step:08d}")
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, POINTER_FILE), "w") as handle:
+                json.dump({"checkpoint": uri, "step": step}, handle)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"step-{step:08d}")
 
     hooks = Hooks(on_log=on_log, on_checkpoint=on_checkpoint)
     validator = _validator(loop_config, config)
@@ -147,18 +152,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         trainer = build_decomposer_trainer(config, loop_config["cache"], loop_config["run_uri"],
                                            supervised=kind == "supervised", **common_args)
     logger.last_lr = trainer.lr_at(trainer.step)  # constant without warm-up: then never drawn, it is train.lr
-    # resume from the newest of Ray's restored checkpoint and the run folder's own (a stopped job may have written
-    # checkpoints that Ray's run state did not record before it died)
-    candidates = []
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            candidates.append(ckpt.load(os.path.join(folder, CHECKPOINT_FILE)))
-    own = ckpt.latest(loop_config["run_uri"])
-    if own is not None:
-        candidates.append(ckpt.load(own))
-    if candidates:
-        trainer.load_state(max(candidates, key=lambda payload: int(payload["step"])))
+    # one resume path: the run folder's newest step checkpoint (a restarted worker group and a resubmitted job
+    # both land here; every rank reads the same file)
+    trainer.resume_if_possible()
     if rank == 0 and trainer.step:
         print(f"[train] {kind}: resumed at step {trainer.step}", flush=True)
     if validator is not None and rank == 0:  # every report then carries the validation metric (Tune needs it)
@@ -343,7 +339,6 @@ def run(args, kind: str = "decomposer") -> dict:
         if result.error:
             raise result.error
         outcome = log_outcome(run_uri, stage)
-        outcome["ray_checkpoint"] = result.checkpoint.path if result.checkpoint else None
         common.print_result(stage, outcome)
         return outcome
 

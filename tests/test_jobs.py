@@ -89,6 +89,9 @@ def test_pipeline_job_on_the_local_stack(stack):
                  "decomposer/final.pt", "prior/final.pt", "reports/test/report.md"):
         assert storage.exists(storage.join(out, path)), path
     assert any(name.startswith("step-") for name in storage.listdir(storage.join(out, "decomposer", "checkpoints")))
+    # checkpoints are written once, to the run folder: Ray's own storage holds run state, not a second copy
+    filesystem, ray_path = storage.filesystem(storage.join(out, "ray"))
+    assert filesystem.find(ray_path) and not [p for p in filesystem.find(ray_path) if p.endswith(".pt")]
     # the MLflow server holds a parent run with one child per stage, params, metrics, artifacts, the registry
     client = MlflowClient(stack["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("ucr-test")
@@ -210,6 +213,10 @@ def test_killed_worker_costs_at_most_one_checkpoint_interval(stack, tmp_path, sl
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     assert killed, "no worker was killed (training finished first?)"
     assert result.error is None and result.metrics["step"] == steps
+    with result.checkpoint.as_directory() as folder:  # Ray holds a pointer to the run folder's checkpoint, not a copy
+        pointer = json.loads(Path(folder, train.POINTER_FILE).read_text())
+        assert sorted(os.listdir(folder)) == [train.POINTER_FILE]
+    assert pointer == {"checkpoint": str(tmp_path / "run" / "checkpoints" / f"step-{steps:08d}.pt"), "step": steps}
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
     logged_steps = [m.step for m in history]
     replayed = (len(logged_steps) - len(set(logged_steps))) * log_every

@@ -109,10 +109,15 @@ def test_exact_resume(train_cache, tmp_path):
     torch.testing.assert_close(weights(resumed.ema.model), weights(straight.ema.model), rtol=0, atol=0)
 
 
-def test_checkpoints_describe_themselves_and_are_pruned(train_cache, tmp_path):
+def test_checkpoints_describe_themselves_and_are_pruned(train_cache, tmp_path, monkeypatch):
     config = tiny(**{"train.steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 2})
     logged = []
+    from ucr import storage
     from ucr.train.loop import Hooks
+
+    writes = []  # every write that reaches the storage layer (local or s3://), in order
+    write_bytes = storage.write_bytes
+    monkeypatch.setattr(storage, "write_bytes", lambda uri, data: (writes.append(uri), write_bytes(uri, data)))
 
     trainer = build_decomposer_trainer(config, train_cache, str(tmp_path / "run"), progress=False,
                                        hooks=Hooks(on_log=lambda step, m: logged.append((step, m))))
@@ -125,6 +130,9 @@ def test_checkpoints_describe_themselves_and_are_pruned(train_cache, tmp_path):
     assert {"model", "optimizer", "rng", "sources"} <= set(payload)
     assert [s for s, _ in logged] == [2, 4, 6] and {"loss", "lr", "steps_per_sec"} <= set(logged[0][1])
     assert result.final_uri.endswith("final.pt")
+    # one write per checkpoint: each step checkpoint and final.pt reach storage exactly once, nothing else does
+    names = [uri.rsplit("/", 1)[-1] for uri in writes]
+    assert names == ["step-00000002.pt", "step-00000004.pt", "step-00000006.pt", "final.pt"], names
 
 
 def test_supervised_reference_trains(train_cache, tmp_path):
