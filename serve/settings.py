@@ -8,7 +8,7 @@ from typing import Any
 
 from serve.source import DEFAULT_MODEL
 from ucr.config import build_settings
-from ucr.pipeline import MIN_SECONDS
+from ucr.audio import MIN_SECONDS
 
 
 def from_mapping(cls, values: dict | None, what: str):

@@ -425,7 +425,7 @@ def test_serve_batch_of_jobs_one_refused_the_others_answered(tiny_model):
     jobs = [job, {**job, "seed": 4}, {**job, "wave": np.zeros(SR, np.float32)}, {**job, "component": 9}]
     results = _separate_jobs(loaded, jobs)
     assert [isinstance(r, Failure) for r in results] == [False, False, True, True]
-    assert results[2]["status"] == 422 and "silent" in results[2]["detail"]
+    assert results[2]["status"] == 400 and "silent" in results[2]["detail"]  # unusable audio: 400, as over HTTP
     assert results[3]["status"] == 422 and "component=9" in results[3]["detail"]
     alone = pipeline.separate(wave, SR, seed=3, mode="one_pass")
     np.testing.assert_allclose(results[0]["components"], alone.components, atol=1e-5, rtol=0)

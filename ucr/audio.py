@@ -249,6 +249,26 @@ def check_finite(wave: np.ndarray, name: str = "audio") -> None:
                          f"{MAX_ABS_SAMPLE:g} is accepted); normalise the file")
 
 
+MIN_SECONDS = 0.1  # the shortest input that is separated (or varied)
+SILENCE_DB = -80.0  # RMS (dBFS) below which an input has nothing to separate
+
+
+def check_separable(wave: np.ndarray, sample_rate: int, name: str = "input audio") -> np.ndarray:
+    """The one check of audio that is to be separated or varied (the CLI, the pipeline and Serve all reach it
+    through ``Pipeline.prepare``): ``[channels, L]`` float samples at ``sample_rate`` -> the mono downmix
+    ``[1, L]``. Raises :class:`AudioError` with one sentence saying what to change for non-finite or out-of-range
+    samples, input shorter than :data:`MIN_SECONDS`, and silence."""
+    check_finite(wave, name)
+    seconds = wave.shape[-1] / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"{name} is too short: {seconds * 1000:.0f} ms; give at least {MIN_SECONDS:g} s of audio")
+    mono = to_mono(wave)
+    if is_silent(mono):
+        raise AudioError(f"{name} is silent (RMS {rms_db(mono):.0f} dBFS): there is nothing to separate; give "
+                         f"audio with content above {SILENCE_DB:g} dBFS")
+    return mono
+
+
 def to_mono(wave: np.ndarray) -> np.ndarray:
     """``[channels, L]`` -> ``[1, L]`` (mean over channels)."""
     if wave.ndim != 2:
@@ -281,7 +301,7 @@ def rms_db(wave: np.ndarray) -> float:
     return float(20 * np.log10(level)) if level > 0 else float("-inf")
 
 
-def is_silent(wave: np.ndarray, threshold_db: float = -80.0) -> bool:
+def is_silent(wave: np.ndarray, threshold_db: float = SILENCE_DB) -> bool:
     return rms_db(wave) < threshold_db
 
 

@@ -29,8 +29,6 @@ from ucr.diffusion import iadb
 from ucr.train import checkpoint as ckpt
 from ucr.train.loop import resolve_device
 
-MIN_SECONDS = 0.1
-
 
 @dataclass(frozen=True)
 class Separation:
@@ -177,15 +175,9 @@ class Pipeline:
             raise ValueError(f"audio must be [L] or [channels, L], got shape {wave.shape}")
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        audio.check_finite(wave, "input audio")
-        if wave.shape[1] < MIN_SECONDS * sample_rate:
-            raise ValueError(f"input audio is too short: {wave.shape[1] / sample_rate:.3f} s; need at least "
-                             f"{MIN_SECONDS} s")
-        wave = audio.to_mono(wave)
+        wave = audio.check_separable(wave, sample_rate)
         if sample_rate != self.sample_rate:
             wave = audio.resample(wave, sample_rate, self.sample_rate)
-        if audio.is_silent(wave):
-            raise ValueError(f"input audio is silent (RMS {audio.rms_db(wave):.0f} dBFS); nothing to separate")
         return wave[0]
 
     # -- separation --------------------------------------------------------------------------------------------------
