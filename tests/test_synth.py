@@ -112,7 +112,7 @@ def test_grooves_vary_between_and_within_tracks():
     patterns = set()
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        stems, info = synth._compose_drums_bass(rng, 20.0, {"bass": synth.DEFAULT_BASS_POOL})
+        stems, info = synth.compose.compose_drums_bass(rng, 20.0, {"bass": synth.DEFAULT_BASS_POOL})
         step = 60.0 / info["tempo"] / 4
         bars: dict[int, set] = {}
         for start, _, pitch, _ in stems[0].notes:
@@ -164,16 +164,16 @@ def test_chorales_voice_subset_and_instrument_pool():
 
 
 def test_failing_chorales_are_skipped_and_counted(tmp_path, monkeypatch):
-    original = synth._chorale_notes
+    original = synth.compose.chorale_notes
     failed: list[str] = []
 
     def first_one_fails(name):
         if not failed or failed[0] == name:
             failed.append(name)
-            return synth._SourceError("chorale_bad_repeats", f"{name}: cannot expand Stream: badly formed repeats")
+            return synth.plan.SourceError("chorale_bad_repeats", f"{name}: cannot expand Stream: badly formed repeats")
         return original(name)
 
-    monkeypatch.setattr(synth, "_chorale_notes", first_one_fails)
+    monkeypatch.setattr(synth.compose, "chorale_notes", first_one_fails)
     summary = synth.render_dataset("chorales", str(tmp_path / "ch"), tracks=1, seconds=1.0, seed=0,
                                    voices=("soprano",), progress=False)
     assert summary["rendered"] == 1 and summary["skipped"] == {"chorale_bad_repeats": 1}
