@@ -80,7 +80,7 @@ def run(args) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from ucr.train import checkpoint as ckpt
+    from ucr import checkpoint as ckpt
 
     config = common.config_from(args)
     root = common.experiment_root(args, config)

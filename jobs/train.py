@@ -271,7 +271,7 @@ def log_outcome(run_uri: str, stage: str) -> dict:
     and the checkpoint."""
     import mlflow
 
-    from ucr.train import checkpoint as ckpt
+    from ucr import checkpoint as ckpt
 
     final = storage.join(run_uri, "final.pt")
     payload = ckpt.load(final)

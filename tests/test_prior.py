@@ -6,7 +6,7 @@ from tests.conftest import SR
 from tests.test_train import tiny, train_cache  # noqa: F401 (fixture)
 from ucr.pipeline import Pipeline
 from ucr.prior import MaskedPrior, sample_masks, validation_loss
-from ucr.train import checkpoint as ckpt
+from ucr import checkpoint as ckpt
 from ucr.train.tasks import build_decomposer_trainer, build_prior_trainer
 
 

@@ -8,7 +8,7 @@ from ucr.config import load_config
 from ucr.data.latents import EncodeSettings, encode_split
 from ucr.decomposer import Decomposer, build_decomposer
 from ucr.pipeline import Pipeline, crossfade_weights
-from ucr.train import checkpoint as ckpt
+from ucr import checkpoint as ckpt
 from ucr import audio
 from ucr.train.tasks import build_decomposer_trainer
 

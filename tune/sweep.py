@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def register_best(args, sweep_name: str, best, space: SweepSpace, root: str) -> dict:
     """Register the best trial's model and evaluate it on the validation and test splits (alias rules apply)."""
-    from ucr.train import checkpoint as ckpt
+    from ucr import checkpoint as ckpt
 
     trial_id = best.metrics.get("trial_id")
     trial_run = storage.join(root, "sweeps", sweep_name, "trials", str(trial_id))

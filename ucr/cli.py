@@ -95,7 +95,7 @@ def cmd_codec_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint_convert(args: argparse.Namespace) -> int:
-    from ucr.train import checkpoint as ckpt
+    from ucr import checkpoint as ckpt
 
     ckpt.convert_trusted(args.input, args.out)
     print(f"[checkpoint] {args.input} -> {args.out} (data-only)")

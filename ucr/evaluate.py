@@ -242,7 +242,7 @@ def component_sources(report: dict) -> list[str | None]:
 def store_component_sources(checkpoint_uri: str, sources: list[str | None]) -> str:
     """Record in a checkpoint (file or run folder; rewritten atomically) which source each component stands for;
     :meth:`ucr.pipeline.Pipeline.from_checkpoint` reads it back. Returns the file written."""
-    from ucr.train import checkpoint as ckpt
+    from ucr import checkpoint as ckpt
 
     resolved = ckpt.resolve(checkpoint_uri)
     payload = ckpt.load(resolved)

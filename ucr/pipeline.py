@@ -21,13 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ucr import audio, baselines
+from ucr import checkpoint as ckpt
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import ExperimentConfig
 from ucr.decomposer import Decomposer, build_decomposer
 from ucr.diffusion import iadb
-from ucr.train import checkpoint as ckpt
-from ucr.train.loop import resolve_device
+from ucr.device import resolve_device
 
 
 @dataclass(frozen=True)

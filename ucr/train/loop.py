@@ -15,20 +15,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ucr import checkpoint as ckpt
 from ucr import storage
-from ucr.train import checkpoint as ckpt
 from ucr.train.ema import EMA
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]  # (model, batch, generator) -> loss [B]
 BatchFn = Callable[[int], Any]  # step -> batch (tensor or tuple of tensors, on CPU)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device = {name!r} but CUDA is not available here; use auto or cpu")
-    return torch.device(name)
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:

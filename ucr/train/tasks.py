@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from ucr import checkpoint as ckpt
 from ucr.data.latents import LatentCache, resolve_cache
 from ucr.decomposer import build_decomposer
-from ucr.train import checkpoint as ckpt
-from ucr.train.loop import Hooks, Trainer, resolve_device
+from ucr.device import resolve_device
+from ucr.train.loop import Hooks, Trainer
 
 
 def open_training_cache(cache_uri: str, config) -> LatentCache:
