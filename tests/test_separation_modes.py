@@ -208,8 +208,14 @@ def test_loss_channel_power_weights_channels_by_their_variance():
     torch.testing.assert_close(weighted(sources.mean(1), sources, torch.Generator().manual_seed(4)), expected)
     torch.testing.assert_close(paper(sources.mean(1), sources, torch.Generator().manual_seed(4)),
                                squared.mean(dim=(1, 2, 3)))
+    # a mix m keeps a uniform share: weight_c = (1 - m) + m * var_c / mean(var)
+    mixed = build_decomposer(load_config("smoke", {"model.loss_channel_power": 1.0, "model.loss_channel_mix": 0.25})
+                             .model, latent_channels=8, stats=stats)
+    torch.testing.assert_close(mixed.channel_loss_weights(1)[0, :, 0], 0.75 + 0.25 * variance / variance.mean())
     with pytest.raises(ValueError, match="loss_channel_power"):
         load_config("smoke", {"model.loss_channel_power": -0.5})
+    with pytest.raises(ValueError, match="loss_channel_mix"):
+        load_config("smoke", {"model.loss_channel_mix": 1.5})
 
 
 def test_ablation_variants_keep_list_values_whole():

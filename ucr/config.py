@@ -155,6 +155,10 @@ class ModelConfig:
     # is the waveform MSE that SI-SDR scores: with per-channel standardisation the 8 lowest of 320 MDCT channels hold
     # ~90 % of drums + bass energy but 2.5 % of the paper's loss. The diffusion itself stays per channel
     loss_channel_power: float = 0.0
+    # with loss_channel_power = p > 0: the share of that weighting in each channel's loss weight, the rest uniform
+    # (weight_c = (1 - mix) + mix * var_c^p / mean(var^p); mean 1). 1 = all var^p; small values keep the paper's
+    # uniform weight, under which the component split emerges, and add precision where the energy is (ours)
+    loss_channel_mix: float = 1.0
     # time resolution of z: each z_k is averaged over blocks of this many frames (and held constant within a block)
     # before it conditions the decoder; 1 = the codec's frame rate (the paper). Coarser z carries less detail, so the
     # decoder must take the detail from its noisy input and z can only say which source (ours)
@@ -197,6 +201,7 @@ class ModelConfig:
         _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
         _in_range("model.z_decorrelation", self.z_decorrelation, 0.0, 100.0)
         _in_range("model.loss_channel_power", self.loss_channel_power, 0.0, 2.0)
+        _in_range("model.loss_channel_mix", self.loss_channel_mix, 0.0, 1.0)
         bad = [c for c in self.unet_channels if c % self.groupnorm_groups]
         if bad:
             raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "

@@ -54,7 +54,8 @@ class Decomposer(nn.Module):
                  attention_levels=(4,), attention_heads: int = 4, embedding_dim: int = 128, dropout: float = 0.1,
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
                  z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
-                 remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0) -> None:
+                 remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0,
+                 loss_channel_mix: float = 1.0) -> None:
         super().__init__()
         if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
@@ -74,6 +75,9 @@ class Decomposer(nn.Module):
         if loss_channel_power < 0.0:
             raise ValueError(f"loss_channel_power must be >= 0, got {loss_channel_power}")
         self.loss_channel_power = float(loss_channel_power)  # loss weight of channel c ~ var_c ** p; paper: 0
+        if not 0.0 <= loss_channel_mix <= 1.0:
+            raise ValueError(f"loss_channel_mix must be in [0, 1], got {loss_channel_mix}")
+        self.loss_channel_mix = float(loss_channel_mix)  # share of the var_c ** p weighting; the rest uniform
         self.train_alpha_max = float(train_alpha_max)  # training draws alpha ~ U(0, train_alpha_max); paper: 1
         self.latent_channels = latent_channels
         self.n_components = n_components
@@ -154,11 +158,13 @@ class Decomposer(nn.Module):
         return loss
 
     def channel_loss_weights(self, batch: int) -> torch.Tensor | None:
-        """``[batch, C, 1]`` loss weights ``var_c ** p`` (mean 1) for ``loss_channel_power = p > 0``, else None."""
-        if self.loss_channel_power == 0.0:
+        """``[batch, C, 1]`` loss weights ``(1 - m) + m * var_c ** p / mean(var ** p)`` (mean 1) for
+        ``loss_channel_power = p > 0`` and ``loss_channel_mix = m``, else None (the paper's uniform weights)."""
+        if self.loss_channel_power == 0.0 or self.loss_channel_mix == 0.0:
             return None
         weights = self.latent_std.square().pow(self.loss_channel_power)  # [C, 1]
-        return (weights / weights.mean()).expand(batch, -1, -1)
+        weights = (1.0 - self.loss_channel_mix) + self.loss_channel_mix * weights / weights.mean()
+        return weights.expand(batch, -1, -1)
 
     def set_remix_teacher(self, teacher: "Decomposer") -> None:
         """Make the remix targets with a frozen ``teacher`` (same architecture and device) instead of this model.
@@ -466,4 +472,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       z_decorrelation=model_config.z_decorrelation,
                       component_stride=model_config.component_strides or model_config.component_stride,
                       remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha,
-                      loss_channel_power=model_config.loss_channel_power)
+                      loss_channel_power=model_config.loss_channel_power,
+                      loss_channel_mix=model_config.loss_channel_mix)
