@@ -70,14 +70,17 @@ def _answered(loaded: LoadedModel, result: dict | Failure, started: float) -> di
 
 
 def _separation_settings(pipeline, job: dict) -> tuple[int, str] | Failure:
-    """The job's (steps, mode) with the model's defaults filled in, or the 422 for a component out of range."""
+    """The job's (steps, mode) with the model's defaults filled in (by the pipeline), or the 422 for a component out
+    of range or a setting the pipeline refuses."""
     K = pipeline.n_components
     component = job.get("component")
     if component is not None and not 0 <= component < K:
         return _failure(422, f"component={component} is out of range: this model has {K} components, "
                              f"use 0..{K - 1}")
-    return (job.get("steps") or pipeline.config.diffusion.sampler_steps,
-            job.get("mode") or pipeline.config.diffusion.separation)
+    try:
+        return pipeline.resolve_steps(job.get("steps")), pipeline.resolve_mode(job.get("mode"))
+    except ValueError as err:
+        return _failure(422, str(err))
 
 
 def _separation_answer(pipeline, job: dict, result, steps: int, mode: str) -> dict:
@@ -141,7 +144,7 @@ def _generate(loaded: LoadedModel, job: dict) -> dict | Failure:
     if refused:
         return refused
     pipeline = loaded.pipeline
-    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
+    steps = pipeline.resolve_steps(job.get("steps"))
     out = pipeline.generate(n=job["count"], seconds=job["seconds"], seed=job["seed"], steps=steps)
     return {"mixtures": out["mixture"], "components": out["components"], "sample_rate": out["sample_rate"],
             "steps": steps, "seed": job["seed"], "n_components": pipeline.n_components}
@@ -152,13 +155,8 @@ def _vary(loaded: LoadedModel, job: dict) -> dict | Failure:
     if refused:
         return refused
     pipeline = loaded.pipeline
-    K = pipeline.n_components
-    keep = job["keep"]
-    if any(not 0 <= k < K for k in keep) or len(set(keep)) != len(keep):
-        return _failure(422, f"keep={keep}: list distinct components in 0..{K - 1} (this model has {K})")
-    if len(keep) == K:
-        return _failure(422, f"keep={keep} keeps every component, which leaves nothing to vary; keep fewer")
-    steps = job.get("steps") or pipeline.config.diffusion.sampler_steps
+    K, keep = pipeline.n_components, job["keep"]
+    steps = pipeline.resolve_steps(job.get("steps"))  # keep is checked by Pipeline.vary (422)
     out = pipeline.vary(job["wave"], job["sample_rate"], keep=keep, seed=job["seed"], steps=steps, n=job["count"])
     return {"mixtures": out["mixture"], "components": out["components"], "sample_rate": out["sample_rate"],
             "steps": steps, "seed": job["seed"], "keep": keep, "n_components": K}

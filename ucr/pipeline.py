@@ -24,7 +24,7 @@ from ucr import audio, baselines
 from ucr import checkpoint as ckpt
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
-from ucr.config import ExperimentConfig
+from ucr.config import SEPARATION_MODES, ExperimentConfig
 from ucr.decomposer import Decomposer, build_decomposer
 from ucr.diffusion import iadb
 from ucr.device import resolve_device
@@ -36,6 +36,7 @@ class Separation:
     sample_rate: int
     steps: int
     names: tuple[str, ...] = field(default=())  # one per component: its source name when known, else componentK
+    mode: str = ""  # the separation mode used (the model's default when none was asked for)
 
 
 def component_names(sources, n_components: int) -> tuple[str, ...]:
@@ -164,6 +165,20 @@ class Pipeline:
                     "component_sources": list(component_sources) if component_sources else None}
         return cls(model, codec, config, metadata, device=resolve_device(device), prior=prior)
 
+    def resolve_steps(self, steps: int | None, name: str = "steps") -> int:
+        """Sampler steps as asked (``None``: the model's ``diffusion.sampler_steps``), checked to lie in [1, 1000]."""
+        steps = self.config.diffusion.sampler_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+            raise ValueError(f"{name} must be an integer in [1, 1000], got {steps!r}")
+        return steps
+
+    def resolve_mode(self, mode: str | None) -> str:
+        """The separation mode as asked (``None``: the model's ``diffusion.separation``), checked."""
+        mode = self.config.diffusion.separation if mode is None else mode
+        if mode not in SEPARATION_MODES:
+            raise ValueError(f"separation mode {mode!r} is not supported; choose one of {list(SEPARATION_MODES)}")
+        return mode
+
     # -- input conditioning ------------------------------------------------------------------------------------------
     def prepare(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """Any ``[L]`` or ``[channels, L]`` float input -> mono ``[L]`` at the codec's rate; clear errors for input
@@ -234,7 +249,7 @@ class Pipeline:
         if len(latents) != len(seeds):
             raise ValueError(f"{len(latents)} inputs but {len(seeds)} seeds")
         diffusion = self.config.diffusion
-        mode = mode or diffusion.separation
+        mode = self.resolve_mode(mode)
         alpha = diffusion.one_pass_alpha if alpha is None else alpha
         draws = diffusion.one_pass_draws if draws is None else draws
         plans = [self._window_plan(latent.shape[-1], window_frames, overlap_frames) for latent in latents]
@@ -296,9 +311,7 @@ class Pipeline:
                        ) -> list[Separation]:
         """Several ``(audio [L] or [channels, L], sample_rate)`` inputs, one seed each, in shared decoder batches
         (:meth:`separate_latents`): each result equals :meth:`separate` of that input alone."""
-        steps = self.config.diffusion.sampler_steps if steps is None else steps
-        if not 1 <= steps <= 1000:
-            raise ValueError(f"steps must be in [1, 1000], got {steps}")
+        steps, mode = self.resolve_steps(steps), self.resolve_mode(mode)
         monos = [self.prepare(wave, sample_rate) for wave, sample_rate in inputs]
         latents = [self.codec.encode(torch.from_numpy(mono)[None, None])[0] for mono in monos]  # [C, T_i]
         parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
@@ -308,7 +321,7 @@ class Pipeline:
             waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
                                           self.sample_rate)
             out.append(Separation(components=waves, sample_rate=self.sample_rate, steps=steps,
-                                  names=self.component_names))
+                                  names=self.component_names, mode=mode))
         return out
 
     # -- generation (needs the prior) ---------------------------------------------------------------------------------
@@ -336,10 +349,10 @@ class Pipeline:
         if not 0.1 <= seconds <= self.MAX_GENERATE_SECONDS:
             raise ValueError(f"seconds must be in [0.1, {self.MAX_GENERATE_SECONDS:g}] (the prior generates a whole "
                              f"excerpt at once; generate several and concatenate for longer audio), got {seconds}")
-        steps = steps or self.config.diffusion.sampler_steps
+        steps = self.resolve_steps(steps)
         generator = torch.Generator().manual_seed(seed)
         frames = self.codec.num_frames(int(round(seconds * self.sample_rate)))
-        prior_steps = prior_steps or steps
+        prior_steps = steps if prior_steps is None else self.resolve_steps(prior_steps, "prior_steps")
         with _Bar(progress, prior_steps + steps, "generate", "step") as bar:
             with iadb.step_listener(bar.steps(0)):
                 z = self.prior.sample((n, frames), steps=prior_steps, generator=generator)
@@ -361,15 +374,15 @@ class Pipeline:
         """Keep components ``keep`` of a real mixture and regenerate the others with the prior; ``n`` variations.
         ``progress``: a bar per sampler step."""
         self._require_prior()
-        bad = [k for k in keep if not 0 <= k < self.n_components]
-        if bad or len(set(keep)) != len(keep):
-            raise ValueError(f"keep must list distinct components in [0, {self.n_components - 1}], got {keep}")
-        if len(keep) == self.n_components:
-            raise ValueError("keeping every component leaves nothing to vary; keep fewer")
+        K = self.n_components
+        if any(not 0 <= k < K for k in keep) or len(set(keep)) != len(keep):
+            raise ValueError(f"keep={list(keep)}: list distinct components in 0..{K - 1} (this model has {K})")
+        if len(keep) == K:
+            raise ValueError(f"keep={list(keep)} keeps every component, which leaves nothing to vary; keep fewer")
         z, length = self.component_latents(wave, sample_rate)
         if length > self.MAX_GENERATE_SECONDS * self.sample_rate:
             raise ValueError(f"input longer than {self.MAX_GENERATE_SECONDS:g} s; cut it into excerpts")
-        steps = steps or self.config.diffusion.sampler_steps
+        steps = self.resolve_steps(steps)
         generator = torch.Generator().manual_seed(seed)
         keep_mask = torch.zeros(n, self.n_components, dtype=torch.bool)
         keep_mask[:, keep] = True
@@ -396,7 +409,7 @@ class Pipeline:
         frames = min(z.shape[-1] for z, _ in encoded)
         length = min(n for _, n in encoded)
         z = torch.stack([encoded[take[k]][0][0, k, :, :frames] for k in range(self.n_components)])[None]
-        steps = steps or self.config.diffusion.sampler_steps
+        steps = self.resolve_steps(steps)
         with _Bar(progress, steps, "recompose", "step") as bar, iadb.step_listener(bar.steps(0)):
             components, mixture = self._decode_z(z, steps, torch.Generator().manual_seed(seed))
         return {"components": components[..., :length], "mixture": mixture[..., :length], "z": z.cpu(),
