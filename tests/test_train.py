@@ -298,3 +298,20 @@ def test_warm_start_loads_the_weights_and_starts_a_fresh_run(train_cache, tmp_pa
     with pytest.raises(ValueError, match="supervised"):
         build_decomposer_trainer(tiny(**{"train.init_from": str(tmp_path / "first")}), train_cache,
                                  str(tmp_path / "sup"), supervised=True, progress=False)
+
+
+def test_frozen_encoders_keep_their_weights_while_the_decoder_trains(train_cache, tmp_path):
+    first = build_decomposer_trainer(tiny(**{"train.steps": 2}), train_cache, str(tmp_path / "first"),
+                                     progress=False)
+    first.fit()
+    frozen = build_decomposer_trainer(tiny(**{"train.steps": 3, "train.init_from": str(tmp_path / "first"),
+                                              "train.freeze_encoders": True}), train_cache,
+                                      str(tmp_path / "frozen"), progress=False)
+    encoders = {k: v.clone() for k, v in frozen.module.encoders.state_dict().items()}
+    decoder = {k: v.clone() for k, v in frozen.module.decoder.state_dict().items()}
+    frozen.fit()
+    for name, value in frozen.module.encoders.state_dict().items():
+        torch.testing.assert_close(value, encoders[name], rtol=0, atol=0)
+    assert any(not torch.equal(value, decoder[name]) for name, value in frozen.module.decoder.state_dict().items())
+    with pytest.raises(ValueError, match="freeze_encoders needs train.init_from"):
+        tiny(**{"train.freeze_encoders": True})

@@ -264,9 +264,14 @@ class TrainConfig:
     # warm start: a checkpoint (file, run folder or s3:// URI) of the same kind and architecture whose weights (EMA
     # when present) initialise the model; the optimiser, step and RNG start fresh. "" = random initial weights
     init_from: str = ""
+    # with init_from: keep the component encoders (mixture -> z_k) as loaded and train only the decoder, so that a
+    # fine-tune (e.g. under another loss weighting) cannot move the split the encoders learned (ours)
+    freeze_encoders: bool = False
 
     def __post_init__(self) -> None:
         _is_int("train.steps", self.steps, 1, 10**9)
+        if self.freeze_encoders and not self.init_from:
+            raise ValueError("train.freeze_encoders needs train.init_from (the weights whose encoders are kept)")
         _is_int("train.batch_size", self.batch_size, 1, 65536)
         _in_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
         _in_range("train.weight_decay", self.weight_decay, 0.0, 1.0)

@@ -47,6 +47,8 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
     model = build_decomposer(config.model, cache.channels, stats)
     if config.train.init_from:
         warm_start(model, config.train.init_from, supervised)
+    if config.train.freeze_encoders:
+        model.encoders.requires_grad_(False)  # AdamW skips them: they get no gradient
     model = model.to(device)
     if config.model.remix_weight > 0 and config.model.remix_teacher == "initial":
         if not config.train.init_from:
