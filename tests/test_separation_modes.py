@@ -218,6 +218,30 @@ def test_loss_channel_power_weights_channels_by_their_variance():
         load_config("smoke", {"model.loss_channel_mix": 1.5})
 
 
+def test_part_decorrelation_adds_the_weighted_correlation_of_the_decoded_parts():
+    """The penalty is mu * mean_{k<j} corr(part_k, part_j)^2 with each part scaled by sqrt(channel weight)."""
+    from ucr.codec.stats import LatentStats
+    from ucr.decomposer import component_correlation
+
+    stats = LatentStats(mean=[0.0] * 8, std=[1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 1.0, 3.0])
+    overrides = {"model.loss_channel_power": 1.0}
+    plain = build_decomposer(load_config("smoke", overrides).model, latent_channels=8, stats=stats).eval()
+    penalised = build_decomposer(load_config("smoke", {**overrides, "model.part_decorrelation": 0.5}).model,
+                                 latent_channels=8, stats=stats).eval()
+    penalised.load_state_dict(plain.state_dict())
+    mixture = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(0))
+    x = plain.normalize(mixture)
+    x_alpha, alpha, _ = iadb.training_inputs(x, torch.Generator().manual_seed(4))
+    parts = plain.denoise_each(x_alpha, alpha, plain.components(x))  # [2, K, 8, 16]
+    scale = (torch.tensor(stats.std) ** 2 / (torch.tensor(stats.std) ** 2).mean()).sqrt()[:, None]
+    expected = plain.loss(mixture, torch.Generator().manual_seed(4)) + 0.5 * component_correlation(parts * scale)
+    torch.testing.assert_close(penalised.loss(mixture, torch.Generator().manual_seed(4)), expected)
+    identical = torch.randn(1, 1, 8, 16).expand(1, 2, 8, 16)  # a redundant split costs the most
+    torch.testing.assert_close(component_correlation(identical), torch.ones(1))
+    with pytest.raises(ValueError, match="part_decorrelation"):
+        load_config("smoke", {"model.part_decorrelation": -1.0})
+
+
 def test_ablation_variants_keep_list_values_whole():
     from tests.benchmarks.ablate import parse_variant
 

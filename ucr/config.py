@@ -150,6 +150,10 @@ class ModelConfig:
     # weight of a penalty on the squared correlation between the component latents z_k (ours; the paper: 0). A
     # symmetric, redundant decomposition (every z_k the same code) is free under the paper's loss; this makes it cost
     z_decorrelation: float = 0.0
+    # weight of a penalty on the squared correlation between the decoded parts (each component's x0 prediction, in
+    # the loss's channel weighting; ours). Independent sources are nearly uncorrelated, a redundant split (every
+    # part the mixture) fully: this makes the redundant split cost where z_decorrelation only touches the codes
+    part_decorrelation: float = 0.0
     # weight of each latent channel in the x0 loss, proportional to its training variance to this power (ours; the
     # paper: 0 = every standardised channel alike). 1 makes the loss the raw-latent MSE, which for the orthogonal MDCT
     # is the waveform MSE that SI-SDR scores: with per-channel standardisation the 8 lowest of 320 MDCT channels hold
@@ -200,6 +204,7 @@ class ModelConfig:
         _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
         _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
         _in_range("model.z_decorrelation", self.z_decorrelation, 0.0, 100.0)
+        _in_range("model.part_decorrelation", self.part_decorrelation, 0.0, 100.0)
         _in_range("model.loss_channel_power", self.loss_channel_power, 0.0, 2.0)
         _in_range("model.loss_channel_mix", self.loss_channel_mix, 0.0, 1.0)
         bad = [c for c in self.unet_channels if c % self.groupnorm_groups]

@@ -7,6 +7,8 @@ Training sees mixtures only::
     x_hat  = mean_k decoder(x_a, a, z_k)       the K clean-latent predictions, averaged (mean composition)
     loss   = |x_hat - x|^2                     x0-prediction
              (+ lambda * mean_{k<j} corr(z_k, z_j)^2 when model.z_decorrelation = lambda > 0; ours, not the paper's)
+             (+ mu * mean_{k<j} corr(part_k, part_j)^2 of the decoded x0 parts, in the loss's channel weighting,
+              when model.part_decorrelation = mu > 0; ours: a redundant split, every part the mixture, costs)
              (channels weighted by var_c^p when model.loss_channel_power = p > 0; ours: p = 1 is the raw-latent MSE)
              (+ mu * remix consistency when model.remix_weight = mu > 0; ours, see :meth:`Decomposer.remix_loss`)
 
@@ -55,7 +57,7 @@ class Decomposer(nn.Module):
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
                  z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
                  remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0,
-                 loss_channel_mix: float = 1.0) -> None:
+                 loss_channel_mix: float = 1.0, part_decorrelation: float = 0.0) -> None:
         super().__init__()
         if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
@@ -72,6 +74,9 @@ class Decomposer(nn.Module):
         if z_decorrelation < 0.0:
             raise ValueError(f"z_decorrelation must be >= 0, got {z_decorrelation}")
         self.z_decorrelation = float(z_decorrelation)  # weight of the z_k correlation penalty in loss(); paper: 0
+        if part_decorrelation < 0.0:
+            raise ValueError(f"part_decorrelation must be >= 0, got {part_decorrelation}")
+        self.part_decorrelation = float(part_decorrelation)  # weight of the decoded parts' correlation penalty
         if loss_channel_power < 0.0:
             raise ValueError(f"loss_channel_power must be >= 0, got {loss_channel_power}")
         self.loss_channel_power = float(loss_channel_power)  # loss weight of channel c ~ var_c ** p; paper: 0
@@ -149,10 +154,14 @@ class Decomposer(nn.Module):
         x = self.normalize(mixture)
         z = self.components(x)  # [B, K, Cz, T]
         x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
-        prediction = self.compose(self.denoise_each(x_alpha, alpha, z))  # [B, C, T]
-        loss = iadb.x0_loss(prediction, x, self.channel_loss_weights(x.shape[0]))
+        parts = self.denoise_each(x_alpha, alpha, z)  # [B, K, C, T]
+        weights = self.channel_loss_weights(x.shape[0])  # [B, C, 1] or None
+        loss = iadb.x0_loss(self.compose(parts), x, weights)
         if self.z_decorrelation > 0.0:
             loss = loss + self.z_decorrelation * component_correlation(z)
+        if self.part_decorrelation > 0.0:  # in the loss's own channel weighting
+            scaled = parts if weights is None else parts * weights[:, None].sqrt()
+            loss = loss + self.part_decorrelation * component_correlation(scaled)
         if self.remix_weight > 0.0:
             loss = loss + self.remix_weight * self.remix_loss(x, generator)
         return loss
@@ -207,7 +216,9 @@ class Decomposer(nn.Module):
         """
         remixed, targets = self.remix_targets(x, generator)
         x_alpha, alpha, _noise = iadb.training_inputs(remixed, generator, self.train_alpha_max)
-        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, self.components(remixed)), targets)
+        weights = self.channel_loss_weights(x.shape[0])  # [B, C, 1] or None: the weighting of :meth:`loss`
+        return iadb.x0_loss(self.denoise_each(x_alpha, alpha, self.components(remixed)), targets,
+                            None if weights is None else weights[:, None])
 
     def supervised_loss(self, mixture: torch.Tensor, sources: torch.Tensor,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -473,4 +484,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       component_stride=model_config.component_strides or model_config.component_stride,
                       remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha,
                       loss_channel_power=model_config.loss_channel_power,
-                      loss_channel_mix=model_config.loss_channel_mix)
+                      loss_channel_mix=model_config.loss_channel_mix,
+                      part_decorrelation=model_config.part_decorrelation)
