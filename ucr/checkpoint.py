@@ -47,7 +47,7 @@ def load(uri: str) -> dict:
     return payload
 
 
-KINDS = ("decomposer", "supervised", "prior")
+KINDS = ("decomposer", "supervised", "prior", "codec")
 # the fields every checkpoint kind must carry, and their types
 _REQUIRED = {"kind": str, "config": dict, "model": dict, "codec": dict}
 

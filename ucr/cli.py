@@ -161,6 +161,23 @@ def _run_trainer(trainer, args: argparse.Namespace, label: str, tracker=None, st
     return 0
 
 
+def cmd_codec_train(args: argparse.Namespace) -> int:
+    from ucr import storage
+    from ucr.codec import train as codec_train
+    from ucr.tracking import tracked_stage
+
+    config = _config_from(args)
+    with tracked_stage(args.mlflow, "codec", config, args.run_name) as tracker:
+        trainer = codec_train.build_codec_trainer(config, args.data, args.out, progress=not args.quiet,
+                                                  hooks=_log_hooks(args.quiet, "codec", tracker))
+        _run_trainer(trainer, args, "codec", tracker, "codec")
+    folder = storage.join(args.out, codec_train.RUN_EXPORT_FOLDER)
+    codec_train.export_pretrained(storage.join(args.out, "final.pt"), folder)
+    print(f"[codec] weights: {folder}  (use: --set codec.name=encodec --set codec.weights={folder} "
+          f"--set codec.latent_kind=continuous)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ucr.tracking import tracked_stage
     from ucr.train.tasks import build_decomposer_trainer
@@ -455,6 +472,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seconds", type=float, default=4.0, help="excerpt length (default 4)")
     ev.add_argument("--out", help="folder for report.json and report.md")
     ev.set_defaults(handler=cmd_codec_evaluate)
+
+    ct = codec_commands.add_parser(
+        "train", help="train a small EnCodec on a dataset's mixtures (resumes an existing run)",
+        description="Train transformers' EncodecModel (codec.train_* sizes; 24 kHz mono, 75 Hz, continuous latents) "
+                    "on excerpts of the train split's mixtures with the project's loop (train.*: steps, lr, "
+                    "batch, EMA, checkpoints, exact resume). Writes checkpoints and final.pt to --out and the "
+                    "weights as a save_pretrained folder, OUT/encodec, for codec.weights.")
+    ct.add_argument("--data", required=True, help="audio dataset root (Slakh layout; data.sources are mixed)")
+    ct.add_argument("--out", required=True, help="run folder (local or s3://)")
+    ct.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
+    ct.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(ct)
+    _add_tracking_args(ct)
+    ct.set_defaults(handler=cmd_codec_train)
 
     device_note = ("Runs on train.device: auto by default (CUDA when present, else CPU); --set train.device=cpu "
                    "forces the CPU.")

@@ -74,9 +74,21 @@ class CodecConfig:
     # default); a longer hop trades time resolution for frequency resolution (bins of sample_rate / (2 hop) Hz).
     # EnCodec's framing is fixed at 320
     hop_length: int = 320
+    # a codec trained here (`ucr codec train`: transformers' EncodecModel, 24 kHz mono, 75 Hz, continuous latents):
+    # encoder / decoder base width, LSTM layers, latent channels, excerpt length (s), weight of the waveform L1 term
+    train_filters: int = 16
+    train_lstm_layers: int = 1
+    train_latent_channels: int = 64
+    train_segment_seconds: float = 1.0
+    train_waveform_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _one_of("codec.name", self.name, list(CODEC_NAMES))
+        _is_int("codec.train_filters", self.train_filters, 1, 512)
+        _is_int("codec.train_lstm_layers", self.train_lstm_layers, 0, 4)
+        _is_int("codec.train_latent_channels", self.train_latent_channels, 1, 1024)
+        _in_range("codec.train_segment_seconds", self.train_segment_seconds, 0.05, 30.0)
+        _in_range("codec.train_waveform_weight", self.train_waveform_weight, 0.0, 100.0)
         _is_int("codec.hop_length", self.hop_length, 32, 8192)
         if self.hop_length % 2:
             raise ValueError(f"codec.hop_length must be even, got {self.hop_length}")

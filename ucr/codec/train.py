@@ -1,0 +1,168 @@
+"""Train a small EnCodec here (``ucr codec train``): transformers' ``EncodecModel`` architecture, 24 kHz mono, 75 Hz
+frames, continuous latents (the encoder output; the residual VQ is not trained), on a dataset's mixtures.
+
+The trained weights are exported with ``save_pretrained`` (safetensors + config.json), so that
+``codec.name: encodec``, ``codec.weights: DIR``, ``codec.latent_kind: continuous`` loads them through the very loader
+that serves Meta's weights (:func:`ucr.codec.encodec.load_encodec_model`).
+
+Training reuses the project's loop (:class:`ucr.train.loop.Trainer`: AdamW, warm-up, clipping, EMA, checkpoints in
+the run folder, exact resume, progress): the model is :class:`CodecAutoencoder`, whose forward returns the
+per-example loss, and a batch is ``[B, 1, L]`` random excerpts of the training mixtures, drawn from ``(seed, step,
+rank)``. Loss: multi-resolution STFT (spectral convergence + log magnitude, FFT sizes ``STFT_SIZES``) plus
+``codec.train_waveform_weight`` x L1 on the waveform (the STFT terms ignore phase; the L1 term ties it down).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ucr import storage
+
+STFT_SIZES = (512, 1024, 2048)
+RUN_EXPORT_FOLDER = "encodec"  # RUN/encodec/: the save_pretrained folder codec.weights points at
+
+
+def small_encodec_config(codec_config):
+    """The ``EncodecConfig`` of a codec trained here, from ``codec.train_*`` (24 kHz mono, hop 320 = 75 Hz)."""
+    from transformers import EncodecConfig
+
+    return EncodecConfig(sampling_rate=24000, audio_channels=1, normalize=False,
+                         num_filters=codec_config.train_filters, num_lstm_layers=codec_config.train_lstm_layers,
+                         hidden_size=codec_config.train_latent_channels, upsampling_ratios=[8, 5, 4, 2])
+
+
+def stft_loss(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` each -> ``[B]``: spectral convergence + mean |log magnitude difference|, averaged over
+    :data:`STFT_SIZES` (hop = FFT / 4). Differentiable."""
+    total = estimate.new_zeros(estimate.shape[0])
+    for n_fft in STFT_SIZES:
+        window = torch.hann_window(n_fft, device=estimate.device)
+        est = torch.stft(estimate, n_fft, n_fft // 4, window=window, return_complex=True).abs()
+        ref = torch.stft(reference, n_fft, n_fft // 4, window=window, return_complex=True).abs()
+        convergence = (est - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp(min=1e-5)
+        log_distance = (torch.log(est + 1e-5) - torch.log(ref + 1e-5)).abs().flatten(1).mean(dim=1)
+        total = total + convergence + log_distance
+    return total / len(STFT_SIZES)
+
+
+class CodecAutoencoder(nn.Module):
+    """An ``EncodecModel`` trained as a continuous autoencoder: ``forward(wave [B, 1, L])`` -> loss ``[B]``."""
+
+    def __init__(self, model, waveform_weight: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.waveform_weight = float(waveform_weight)
+
+    def reconstruct(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, L]`` -> ``[B, 1, L]`` through the encoder and the decoder (no quantiser)."""
+        return self.model.decoder(self.model.encoder(wave))[..., :wave.shape[-1]]
+
+    def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        estimate = self.reconstruct(wave)[:, 0]
+        reference = wave[:, 0]
+        return stft_loss(estimate, reference) + self.waveform_weight * (estimate - reference).abs().mean(dim=1)
+
+
+def load_mixtures(root: str, split: str, layout: str, sources: tuple[str, ...], sample_rate: int,
+                  min_seconds: float) -> list[np.ndarray]:
+    """The mixture (sum of the chosen sources) of every track of a split that is at least ``min_seconds`` long:
+    a list of float32 ``[L_i]``. Raises when none is."""
+    from ucr.data.readers import TrackSkipped, list_tracks, load_track, mix_sources
+
+    mixtures = []
+    for name in list_tracks(root, split, layout):
+        try:
+            track = load_track(root, split, name, layout, sources, sample_rate)
+        except TrackSkipped:
+            continue
+        mixture = mix_sources(track.sources).astype(np.float32)
+        if mixture.shape[-1] >= min_seconds * sample_rate:
+            mixtures.append(mixture)
+    if not mixtures:
+        raise ValueError(f"no track of {root}/{split} with {list(sources)} is at least {min_seconds:g} s long: "
+                         f"render or point at a dataset with longer tracks, or lower codec.train_segment_seconds")
+    return mixtures
+
+
+def excerpt_batch(mixtures: list[np.ndarray], batch: int, length: int, seed: int) -> torch.Tensor:
+    """``batch`` excerpts of ``length`` samples, each from a random track at a random offset: ``[B, 1, L]``.
+    A pure function of ``seed``."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(mixtures), size=batch)
+    out = np.empty((batch, 1, length), dtype=np.float32)
+    for i, track in enumerate(picks):
+        wave = mixtures[track]
+        start = int(rng.integers(0, wave.shape[-1] - length + 1))
+        out[i, 0] = wave[start:start + length]
+    return torch.from_numpy(out)
+
+
+def build_codec_trainer(config, data_uri: str, run_uri: str, device=None, rank: int = 0, world_size: int = 1,
+                        hooks=None, progress: bool = True, wrap=None):
+    """A :class:`ucr.train.loop.Trainer` for a codec of ``config.codec.train_*`` on the train split of the audio
+    dataset ``data_uri`` (``config.data.layout`` / ``sources``), with ``config.train`` (steps, lr, batch, EMA,
+    checkpoints, seed). Checkpoints (kind ``codec``) go to ``run_uri``."""
+    from transformers import EncodecModel
+
+    from ucr.device import resolve_device
+    from ucr.train.loop import Trainer, step_seed
+
+    device = device or resolve_device(config.train.device)
+    length = int(round(config.codec.train_segment_seconds * 24000))
+    mixtures = load_mixtures(data_uri, "train", config.data.layout, tuple(config.data.sources), 24000,
+                             config.codec.train_segment_seconds)
+    torch.manual_seed(config.train.seed)  # the initial weights
+    model = CodecAutoencoder(EncodecModel(small_encodec_config(config.codec)),
+                             config.codec.train_waveform_weight).to(device)
+    if wrap is not None:
+        model = wrap(model)
+    per_rank = max(1, config.train.batch_size // world_size)
+
+    def batch_fn(step: int) -> torch.Tensor:
+        return excerpt_batch(mixtures, per_rank, length, step_seed(config.train.seed, step, rank) % 2**32)
+
+    extra = {"kind": "codec", "config": config.to_dict(), "codec": {"name": "encodec", "trained_here": True},
+             "data": storage.absolute(data_uri)}
+    return Trainer(model, batch_fn, config.train, run_uri, extra, device=device, rank=rank, world_size=world_size,
+                   hooks=hooks, progress=progress)
+
+
+def export_pretrained(checkpoint_uri: str, out_dir: str, use_ema: bool = True) -> str:
+    """Write a codec checkpoint's weights (EMA when present) as a ``save_pretrained`` folder (local ``out_dir``, or
+    an ``s3://`` URI it is uploaded to) that ``codec.weights`` loads. Returns ``out_dir``."""
+    import tempfile
+
+    from transformers import EncodecModel
+
+    from ucr import checkpoint as ckpt
+    from ucr.config import ExperimentConfig
+
+    payload = ckpt.load(checkpoint_uri)
+    if payload["kind"] != "codec":
+        raise ValueError(f"{checkpoint_uri} is a {payload['kind']} checkpoint, not a codec one (from `ucr codec "
+                         f"train`)")
+    config = ExperimentConfig.from_dict(payload["config"])
+    autoencoder = CodecAutoencoder(EncodecModel(small_encodec_config(config.codec)))
+    autoencoder.load_state_dict(ckpt.inference_weights(payload, use_ema))
+    if not storage.is_remote(out_dir):
+        autoencoder.model.save_pretrained(out_dir, safe_serialization=True)
+        return out_dir
+    with tempfile.TemporaryDirectory() as folder:
+        autoencoder.model.save_pretrained(folder, safe_serialization=True)
+        for path in sorted(Path(folder).iterdir()):
+            storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
+    return out_dir
+
+
+@torch.no_grad()
+def reconstruction_si_sdr(autoencoder: CodecAutoencoder, excerpts: torch.Tensor) -> float:
+    """Mean SI-SDR (dB) of the autoencoder's reconstruction of ``excerpts [N, 1, L]`` (the learning curve's
+    quality axis)."""
+    from ucr.metrics import si_sdr
+
+    estimate = autoencoder.reconstruct(excerpts)
+    return float(np.mean(si_sdr(estimate[:, 0].cpu().numpy(), excerpts[:, 0].cpu().numpy())))
