@@ -92,7 +92,8 @@ def layout(root: str) -> dict[str, str]:
     """Where each stage reads and writes inside an experiment folder."""
     return {"data": storage.join(root, "data"), "latents": storage.join(root, "latents"),
             "decomposer": storage.join(root, "decomposer"), "supervised": storage.join(root, "supervised"),
-            "prior": storage.join(root, "prior"), "reports": storage.join(root, "reports"),
+            "prior": storage.join(root, "prior"), "codec": storage.join(root, "codec"),
+            "reports": storage.join(root, "reports"),
             "ray": storage.join(root, "ray")}
 
 

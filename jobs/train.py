@@ -145,7 +145,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     kind = loop_config["kind"]
     common_args = dict(device=device, rank=rank, world_size=world, hooks=hooks, progress=rank == 0 and
                        not loop_config.get("quiet"), wrap=wrap)
-    if kind == "prior":
+    if kind == "codec":  # loop_config["cache"] is the audio dataset here
+        from ucr.codec.train import build_codec_trainer
+
+        trainer = build_codec_trainer(config, loop_config["cache"], loop_config["run_uri"], **common_args)
+    elif kind == "prior":
         trainer = build_prior_trainer(config, loop_config["decomposer"], loop_config["cache"],
                                       loop_config["run_uri"], **common_args)
     else:
@@ -260,7 +264,7 @@ def validation_settings(args, config, latents: str, kind: str) -> dict:
     every = getattr(args, "eval_every", None)
     every = config.train.checkpoint_every if every is None else every
     val_cache = storage.join(latents, "validation")
-    if not every or kind == "supervised" or not storage.exists(storage.join(val_cache, "manifest.json")):
+    if not every or kind in ("supervised", "codec") or not storage.exists(storage.join(val_cache, "manifest.json")):
         return {}
     return {"eval_every": int(every), "val_cache": val_cache, "eval_chunks": int(getattr(args, "eval_chunks", 4)),
             "eval_steps": min(5, config.diffusion.sampler_steps)}
@@ -322,11 +326,14 @@ def run(args, kind: str = "decomposer") -> dict:
     config = common.config_from(args)
     root = common.experiment_root(args, config)
     paths = common.layout(root)
-    stage = {"decomposer": "train", "supervised": "train-supervised", "prior": "prior"}[kind]
+    stage = {"decomposer": "train", "supervised": "train-supervised", "prior": "prior", "codec": "codec"}[kind]
     with common.stage_run(args, config, stage) as child:
         common.init_ray(args.address)
         run_uri = paths["supervised" if kind == "supervised" else kind]
-        cache = storage.join(paths["latents"], "train")
+        if kind == "codec":  # trained on audio: --data, else the experiment's rendered data
+            cache = storage.absolute(getattr(args, "data", None) or paths["data"])
+        else:
+            cache = storage.join(paths["latents"], "train")
         decomposer = storage.join(paths["decomposer"], "final.pt") if kind == "prior" else None
         trainer = make_torch_trainer(kind, config, cache, run_uri, paths["ray"],
                                      name=f"{common.run_name(args, config)}-{kind}", workers=args.workers,
@@ -338,6 +345,10 @@ def run(args, kind: str = "decomposer") -> dict:
         result = trainer.fit()
         if result.error:
             raise result.error
+        if kind == "codec":
+            from ucr.codec.train import RUN_EXPORT_FOLDER, export_pretrained
+
+            export_pretrained(storage.join(run_uri, "final.pt"), storage.join(run_uri, RUN_EXPORT_FOLDER))
         outcome = log_outcome(run_uri, stage)
         common.print_result(stage, outcome)
         return outcome

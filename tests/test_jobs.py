@@ -118,6 +118,34 @@ def test_pipeline_job_on_the_local_stack(stack):
 
 
 @pytest.mark.timeout(900)
+def test_codec_job_trains_exports_and_is_tracked(stack, slakh_root):
+    """`ray job submit` of jobs.codec: checkpoints and the exported weights in S3, a tracked `codec` stage, and
+    weights that load through codec.weights."""
+    from mlflow import MlflowClient
+
+    from ucr import storage
+    from ucr.codec import build_codec
+    from ucr.config import CodecConfig
+
+    out = f"{stack['UCR_S3_URI']}/exp-codec"
+    tiny = ["codec.train_filters=4", "codec.train_latent_channels=8", "codec.train_segment_seconds=0.25",
+            "train.batch_size=2", "train.steps=4", "train.checkpoint_every=2", "train.log_every=2"]
+    done = submit(stack, "-m", "jobs.codec", "--preset", "smoke", "--out", out, "--data", str(slakh_root),
+                  "--quiet", "--run-name", "codec-job", "--experiment", "ucr-test", *sum([["--set", o] for o in tiny], []))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    for path in ("codec/final.pt", "codec/checkpoints/step-00000004.pt", "codec/encodec/config.json",
+                 "codec/encodec/model.safetensors"):
+        assert storage.exists(storage.join(out, path)), path
+    codec = build_codec(CodecConfig(name="encodec", weights=storage.join(out, "codec", "encodec"),
+                                    latent_kind="continuous", train_latent_channels=8))
+    assert codec.channels == 8
+    client = MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("ucr-test").experiment_id],
+                              filter_string="tags.`ucr.run_name` = 'codec-job' and tags.`ucr.stage` = 'codec'")
+    assert len(runs) == 1 and [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [2, 4]
+
+
+@pytest.mark.timeout(900)
 def test_sweep_job_on_the_local_stack(stack):
     """`ray job submit` of a sweep: trials on the head's Ray, Tune state on S3, trial runs in the MLflow server."""
     from mlflow import MlflowClient
