@@ -315,3 +315,28 @@ def test_frozen_encoders_keep_their_weights_while_the_decoder_trains(train_cache
     assert any(not torch.equal(value, decoder[name]) for name, value in frozen.module.decoder.state_dict().items())
     with pytest.raises(ValueError, match="freeze_encoders needs train.init_from"):
         tiny(**{"train.freeze_encoders": True})
+
+
+def test_refine_phase_holds_the_encoders_switches_the_loss_and_resumes_exactly(train_cache, tmp_path):
+    """train.refine_at: from that step on the encoders do not move (not even by weight decay) and the loss weighs
+    channels by var^refine_channel_power; a run stopped inside either phase resumes to the same weights."""
+    overrides = {"train.steps": 4, "train.refine_at": 2, "train.checkpoint_every": 2, "train.keep_checkpoints": 5,
+                 "train.weight_decay": 0.1, "train.refine_channel_power": 1.0}
+    trainer = build_decomposer_trainer(tiny(**overrides), train_cache, str(tmp_path / "run"), progress=False)
+    assert trainer.module.loss_channel_power == 0.0
+    trainer.fit()
+    assert trainer.module.loss_channel_power == 1.0
+    at_switch = ckpt.load(str(tmp_path / "run" / "checkpoints" / "step-00000002.pt"))["model"]
+    final = ckpt.load(str(tmp_path / "run" / "final.pt"))["model"]
+    encoder_keys = [k for k in final if k.startswith("encoders.")]
+    decoder_keys = [k for k in final if k.startswith("decoder.")]
+    assert encoder_keys and all(torch.equal(final[k], at_switch[k]) for k in encoder_keys)
+    assert any(not torch.equal(final[k], at_switch[k]) for k in decoder_keys)
+    for stop in (1, 3):  # inside the first phase, inside the second
+        stopped = build_decomposer_trainer(tiny(**{**overrides, "train.steps": stop}), train_cache,
+                                           str(tmp_path / f"stop{stop}"), progress=False)
+        stopped.fit()
+        resumed = build_decomposer_trainer(tiny(**overrides), train_cache, str(tmp_path / f"stop{stop}"),
+                                           progress=False)
+        resumed.fit()
+        torch.testing.assert_close(weights(resumed.module), weights(trainer.module), rtol=0, atol=0)

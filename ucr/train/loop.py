@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from ucr.train.ema import EMA
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]  # (model, batch, generator) -> loss [B]
 BatchFn = Callable[[int], Any]  # step -> batch (tensor or tuple of tensors, on CPU)
+# step -> the parameters to hold fixed in that step; called before the step's loss, so it may also set the loss up
+# for that step. A pure function of the step, so a resumed run follows the same schedule
+Schedule = Callable[[int], Iterable[nn.Parameter]]
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -68,7 +71,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, batch_fn: BatchFn, config, run_uri: str, extra: dict,
                  device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-                 hooks: Hooks | None = None, progress: bool = True, loss_fn: LossFn = _call) -> None:
+                 hooks: Hooks | None = None, progress: bool = True, loss_fn: LossFn = _call,
+                 schedule: Schedule | None = None) -> None:
         self.model = model
         self.module = getattr(model, "module", model)
         self.batch_fn = batch_fn
@@ -80,6 +84,7 @@ class Trainer:
         self.hooks = hooks or Hooks()
         self.progress = progress and rank == 0
         self.loss_fn = loss_fn
+        self.schedule = schedule  # step -> parameters held fixed in that step (it may also reconfigure the loss)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.ema = EMA(self.module, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
@@ -136,12 +141,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.model.train()
+        held = tuple(self.schedule(self.step)) if self.schedule is not None else ()
         loss = self.loss_fn(self.model, _to_device(batch, self.device), generator).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower train.lr or enable "
                                      f"train.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # (under DDP the gradients are all-reduced here, held ones included: every rank agrees)
+        for parameter in held:  # no gradient: AdamW neither moves nor decays them
+            parameter.grad = None
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
         self.optimizer.step()

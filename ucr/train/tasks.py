@@ -67,11 +67,28 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
         return cache.sample_batch(step, per_rank, config.data.crop_frames, seed=data_seed, key=keys,
                                   shard_window=window)
 
+    schedule = None if supervised or not config.train.refine_at else refine_schedule(
+        getattr(model, "module", model), config.train.refine_at, config.model.loss_channel_power,
+        config.train.refine_channel_power)
     extra = {"kind": "supervised" if supervised else "decomposer", "config": config.to_dict(),
              "stats": stats.to_dict() if stats else None, "codec": cache.manifest["codec"],
              "sources": list(cache.sources), "cache": cache_uri}
     return Trainer(model, batch_fn, config.train, run_uri, extra, device=device, rank=rank, world_size=world_size,
-                   hooks=hooks, progress=progress)
+                   hooks=hooks, progress=progress, schedule=schedule)
+
+
+def refine_schedule(model, refine_at: int, power: float, refine_power: float):
+    """``train.refine_at`` (ours): before step ``refine_at`` the whole model trains under ``loss_channel_power =
+    power``; from it on the component encoders are held and the loss weighs channels by ``var ** refine_power``.
+    Returns the :class:`ucr.train.loop.Trainer` schedule (step -> parameters held)."""
+    encoders = tuple(model.encoders.parameters())
+
+    def schedule(step: int):
+        refining = step >= refine_at
+        model.loss_channel_power = refine_power if refining else power
+        return encoders if refining else ()
+
+    return schedule
 
 
 def warm_start(model, checkpoint_uri: str, supervised: bool = False) -> None:
