@@ -111,15 +111,11 @@ def codec_table(rows: dict[str, dict]) -> str:
 def load_excerpts(root: str, split: str, sources: tuple[str, ...], sample_rate: int, count: int, seconds: float,
                   layout: str = "slakh") -> torch.Tensor:
     """One excerpt from the middle of each of the first ``count`` tracks with every source: ``[N, S, L]``."""
-    from ucr.data.readers import TrackSkipped, list_tracks, load_track
+    from ucr.data.readers import usable_tracks
 
     length = int(round(seconds * sample_rate))
     out = []
-    for name in list_tracks(root, split, layout):
-        try:
-            track = load_track(root, split, name, layout, sources, sample_rate)
-        except TrackSkipped:
-            continue
+    for track in usable_tracks(root, split, layout, sources, sample_rate):
         if track.sources.shape[-1] < length:
             continue
         start = (track.sources.shape[-1] - length) // 2

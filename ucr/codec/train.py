@@ -71,14 +71,10 @@ def load_mixtures(root: str, split: str, layout: str, sources: tuple[str, ...], 
                   min_seconds: float) -> list[np.ndarray]:
     """The mixture (sum of the chosen sources) of every track of a split that is at least ``min_seconds`` long:
     a list of float32 ``[L_i]``. Raises when none is."""
-    from ucr.data.readers import TrackSkipped, list_tracks, load_track, mix_sources
+    from ucr.data.readers import mix_sources, usable_tracks
 
     mixtures = []
-    for name in list_tracks(root, split, layout):
-        try:
-            track = load_track(root, split, name, layout, sources, sample_rate)
-        except TrackSkipped:
-            continue
+    for track in usable_tracks(root, split, layout, sources, sample_rate):
         mixture = mix_sources(track.sources).astype(np.float32)
         if mixture.shape[-1] >= min_seconds * sample_rate:
             mixtures.append(mixture)

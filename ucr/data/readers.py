@@ -178,6 +178,16 @@ def load_track(root: str, split: str, name: str, layout: str, sources: tuple[str
     return loader(root, split, name, tuple(sources), sample_rate)
 
 
+def usable_tracks(root: str, split: str, layout: str, sources: tuple[str, ...], sample_rate: int):
+    """Yield the :class:`Track` of every track of a split that has all of ``sources``, in name order (tracks
+    without them are passed over)."""
+    for name in list_tracks(root, split, layout):
+        try:
+            yield load_track(root, split, name, layout, sources, sample_rate)
+        except TrackSkipped:
+            continue
+
+
 def mix_sources(sources: np.ndarray, mode: str = "mean") -> np.ndarray:
     """``[S, L] -> [L]``: the training mixture (the paper: the mean of the sources)."""
     if mode == "mean":
