@@ -340,3 +340,9 @@ def test_refine_phase_holds_the_encoders_switches_the_loss_and_resumes_exactly(t
                                            progress=False)
         resumed.fit()
         torch.testing.assert_close(weights(resumed.module), weights(trainer.module), rtol=0, atol=0)
+
+
+def test_the_supervised_reference_of_a_refined_recipe_trains_under_the_refined_loss(train_cache, tmp_path):
+    trainer = build_decomposer_trainer(tiny(**{"train.refine_at": 2, "train.refine_channel_power": 0.5}),
+                                       train_cache, str(tmp_path / "sup"), supervised=True, progress=False)
+    assert trainer.module.loss_channel_power == 0.5 and trainer.schedule is None

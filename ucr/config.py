@@ -288,7 +288,8 @@ class TrainConfig:
     # held (the split they learned is kept) and the decoder is trained under the loss weighting
     # train.refine_channel_power (channel c weighted by var_c^p; 1 = the raw-latent MSE, the waveform MSE that
     # SI-SDR scores). The paper's uniform loss makes the split emerge but gives the few loud channels ~2.5 % of
-    # the loss; the weighted loss alone never splits (docs/results/research, sections M-P)
+    # the loss; the weighted loss alone never splits (docs/results/research, sections M-P). A supervised reference
+    # with refine_at > 0 trains under refine_channel_power throughout (the loss the refined decoder ends with)
     refine_at: int = 0
     refine_channel_power: float = 1.0
 

@@ -45,6 +45,8 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
     device = device or resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)  # the initial weights
     model = build_decomposer(config.model, cache.channels, stats)
+    if supervised and config.train.refine_at:  # the reference trains under the loss the refined decoder ends with
+        model.loss_channel_power = config.train.refine_channel_power
     if config.train.init_from:
         warm_start(model, config.train.init_from, supervised)
     if config.train.freeze_encoders:
