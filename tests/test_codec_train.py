@@ -84,3 +84,22 @@ def test_stft_loss_is_zero_for_a_perfect_reconstruction_and_grows_with_error():
     assert torch.allclose(codec_train.stft_loss(reference, reference), torch.zeros(2))
     near, far = codec_train.stft_loss(reference * 0.9, reference), codec_train.stft_loss(reference * 0.5, reference)
     assert bool((far > near).all()) and bool((near > 0).all())
+
+
+def test_codec_train_and_evaluate_from_the_command_line(slakh_root, tmp_path, capsys):
+    """`ucr codec train` writes checkpoints and the save_pretrained folder; `ucr codec evaluate` scores it."""
+    import json
+
+    from ucr.cli import main
+
+    run = tmp_path / "codec"
+    sets = sum([["--set", f"{k}={v}"] for k, v in {**TINY, "train.steps": 2}.items()], [])
+    assert main(["codec", "train", "--data", str(slakh_root), "--out", str(run), "--quiet", "--preset", "smoke",
+                 *sets]) == 0
+    assert (run / "final.pt").is_file() and (run / "encodec" / "model.safetensors").is_file()
+    assert f"codec.weights={run / 'encodec'}" in capsys.readouterr().out
+    assert main(["codec", "evaluate", "--data", str(slakh_root), "--split", "train", "--codecs", "encodec",
+                 "--weights", str(run / "encodec"), "--latent-kind", "continuous", "--excerpts", "2", "--seconds",
+                 "0.5", "--out", str(tmp_path / "report")]) == 0
+    row = json.loads((tmp_path / "report" / "report.json").read_text())["encodec"]
+    assert row["excerpts"] == 2 and row["si_sdr_db"] < 20  # two steps of training: far from transparent

@@ -76,7 +76,7 @@ def cmd_codec_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--excerpts must be at least 1 and --seconds positive")
     rows, excerpts = {}, {}
     for name in names:
-        codec = build_codec(CodecConfig(name=name, weights=args.weights))
+        codec = build_codec(CodecConfig(name=name, weights=args.weights, latent_kind=args.latent_kind))
         if codec.sample_rate not in excerpts:
             excerpts[codec.sample_rate] = load_excerpts(args.data, args.split, tuple(args.sources.split(",")),
                                                         codec.sample_rate, args.excerpts, args.seconds)
@@ -468,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--codecs", default="mdct,stft_mag,stft_if",
                     help=f"comma-separated, among {', '.join(CODEC_NAMES)} (default: mdct,stft_mag,stft_if)")
     ev.add_argument("--weights", default="facebook/encodec_24khz", help="EnCodec weights, for --codecs encodec")
+    ev.add_argument("--latent-kind", choices=["quantized", "continuous"], default="quantized",
+                    help="EnCodec latent (default quantized, the paper); a codec from `ucr codec train` is "
+                         "continuous")
     ev.add_argument("--excerpts", type=int, default=16, help="one excerpt per track, this many tracks (default 16)")
     ev.add_argument("--seconds", type=float, default=4.0, help="excerpt length (default 4)")
     ev.add_argument("--out", help="folder for report.json and report.md")
