@@ -68,3 +68,22 @@ def test_prior_sweep_without_decomposer_says_what_to_do(tmp_path):
                           timeout=600)
     assert done.returncode != 0
     assert "needs a trained decomposer" in done.stderr and "--decomposer" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["demo", "demo_prior", "paper", "paper_prior", "smoke", "smoke_prior"])
+def test_every_value_a_shipped_space_can_draw_makes_a_valid_config(name):
+    """Each choice, and both ends of each range, of every shipped space is a config the trial can build (a typo or
+    an out-of-range bound would otherwise surface only inside a trial)."""
+    import yaml
+
+    from tune.sweep import SweepSpace, trial_config
+
+    space = SweepSpace.load(f"tune/spaces/{name}.yaml")
+    for key, spec in space.params.items():
+        values = spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
+        for value in values:
+            encoded = yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, list) else value
+            config = trial_config(space, {key: encoded}, [])
+            section, field = key.split(".")
+            got = getattr(getattr(config, section), field)
+            assert (list(got) if isinstance(got, tuple) else got) == value, (key, value)
