@@ -91,7 +91,7 @@ def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_p
                                   hop_seconds=0.125, alpha_curve=(0.2, 0.5), curve_chunks=2),
                       log=lambda _: None)
     assert report["separation_settings"] == {"mode": "one_pass_residual", "alpha": 0.3, "draws": 4,
-                                             "post_filter": "none"}
+                                             "post_filter": "none", "residual_gain": "least_squares"}
     d = report["diagnostics"]
     matrix = np.array(d["component_x_source"])
     assert matrix.shape == (2, 2) and np.isfinite(matrix).all()

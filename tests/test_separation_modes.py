@@ -57,6 +57,14 @@ def test_separate_many_decides_the_residual_once_for_all_excerpts():
     cosine = torch.nn.functional.cosine_similarity(parts.flatten(2), free.flatten(2), dim=-1)  # [N, K]
     kept = (cosine.abs() > 1 - 1e-5).all(dim=0)  # a kept component is its one-pass self, rescaled, in every excerpt
     assert sorted(kept.tolist()) == [False, True]  # the same component replaced in every excerpt
+    # residual_gain "unit": the kept component is its one-pass self exactly, the replaced one the exact residual
+    unit = model.separate_many(mixtures, max_batch=2, generator=torch.Generator().manual_seed(1),
+                               mode="one_pass_residual", alpha=0.3, draws=1, residual_gain="unit")
+    k = int(kept.nonzero()[0])
+    torch.testing.assert_close(unit[:, k], free[:, k])
+    torch.testing.assert_close(unit[:, 1 - k], 2 * mixtures - free[:, k], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="residual_gain"):
+        model.separate_many(mixtures, mode="one_pass_residual", residual_gain="loud")
 
 
 def test_blind_rule_drops_the_incoherent_component():

@@ -337,6 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
+                          residual_gain=args.residual_gain,
                           post_filter=args.post_filter,
                           curve_chunks=args.curve_chunks,
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
@@ -607,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--alpha", type=float, help="one-pass blend level alpha* (default: the model's "
                                                       "diffusion.one_pass_alpha)")
     evaluate.add_argument("--draws", type=int, help="one-pass noise draws (default: diffusion.one_pass_draws)")
+    evaluate.add_argument("--residual-gain", choices=["least_squares", "unit"],
+                          help="one_pass_residual: fit the kept components' gains to the mixture, or keep them as "
+                               "decoded (default: diffusion.residual_gain)")
     evaluate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
                                "the mixture's STFT); default: the model's diffusion.post_filter")

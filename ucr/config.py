@@ -233,6 +233,7 @@ class ModelConfig:
 #   one_pass_residual  one_pass, then the least trusted component (blind rule: lowest coherence with the mixture)
 #                      is replaced by the mixture residual, so the composition equals the mixture exactly
 CODEC_NAMES = ("encodec", "mdct", "stft_mag", "stft_if")  # ucr.codec.build_codec makes each
+RESIDUAL_GAINS = ("least_squares", "unit")
 SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_residual")
 # What is done to the decoded component waveforms (ucr.pipeline.post_filter):
 #   none    the decoder's output as is
@@ -249,6 +250,10 @@ class DiffusionConfig:
     separation: str = "independent"  # one of SEPARATION_MODES; "independent" is the paper's
     one_pass_alpha: float = 0.3  # one-pass modes: the blend level alpha* at which the observed mixture is noised
     one_pass_draws: int = 4  # one-pass modes: noise draws averaged
+    # one_pass_residual: how the kept components are scaled before the residual is taken: "least_squares" (each
+    # fitted to the mixture: a shrunk one-pass estimate is rescaled) or "unit" (as decoded; better after the refine
+    # phase, whose components are not shrunk: docs/results/research R)
+    residual_gain: str = "least_squares"
     post_filter: str = "none"  # one of POST_FILTERS, on the decoded waveforms; "none" is the paper's
 
     def __post_init__(self) -> None:
@@ -258,6 +263,7 @@ class DiffusionConfig:
         _one_of("diffusion.post_filter", self.post_filter, POST_FILTERS)
         _in_range("diffusion.one_pass_alpha", self.one_pass_alpha, 0.0, 1.0)
         _is_int("diffusion.one_pass_draws", self.one_pass_draws, 1, 256)
+        _one_of("diffusion.residual_gain", self.residual_gain, list(RESIDUAL_GAINS))
 
 
 @dataclass(frozen=True)

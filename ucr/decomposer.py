@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ucr.codec.stats import LatentStats
-from ucr.config import SEPARATION_MODES
+from ucr.config import RESIDUAL_GAINS, SEPARATION_MODES
 from ucr.diffusion import iadb
 from ucr.nn.encoders import ComponentEncoders
 from ucr.nn.unet1d import UNet1d
@@ -254,7 +254,7 @@ class Decomposer(nn.Module):
     @torch.no_grad()
     def separate(self, mixture: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None,
                  mode: str = "independent", alpha: float = 0.3, draws: int = 4,
-                 noises: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 noises: list[torch.Tensor] | None = None, residual_gain: str = "least_squares") -> torch.Tensor:
         """Raw mixture latents ``[B, C, T]`` -> component latents ``[B, K, C, T]`` (raw scale).
 
         ``mode`` is one of :data:`ucr.config.SEPARATION_MODES`:
@@ -267,7 +267,8 @@ class Decomposer(nn.Module):
           (:meth:`one_pass`). ``steps`` is unused.
         - ``one_pass_residual``: ``one_pass``, then the least trusted component (:func:`coherence_with_mixture`,
           decided once for the whole batch, so windows of one track stay consistent) is replaced by the mixture
-          residual: the composition equals the mixture exactly (:func:`replace_with_residual`).
+          residual: the composition equals the mixture exactly (:func:`replace_with_residual`; ``residual_gain``
+          ``least_squares`` fits the kept components' gains to the mixture first, ``unit`` keeps them as decoded).
 
         All K components run as one batch; any T works (padded internally). ``noises``: for the one-pass modes, the
         noise of each draw (``draws`` tensors shaped like the padded mixture, :meth:`one_pass_noise_shape`) instead
@@ -283,7 +284,8 @@ class Decomposer(nn.Module):
         if mode in ("one_pass", "one_pass_residual"):
             parts = self.denormalize(self.one_pass(x, z, alpha, draws, generator, noises))[..., :T]  # [B, K, C, T]
             if mode == "one_pass_residual":
-                parts = replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture).mean(dim=0))
+                parts = replace_with_residual(parts, mixture, coherence_with_mixture(parts, mixture).mean(dim=0),
+                                              fit_gains=_fits_gains(residual_gain))
             return parts
         parts, _mixture = self.decode_components(z, steps, generator,
                                                  target=x if mode == "mixture_consistent" else None)
@@ -293,7 +295,8 @@ class Decomposer(nn.Module):
     def separate_many(self, mixtures: torch.Tensor, max_batch: int = 16, steps: int = 50,
                       generator: torch.Generator | None = None, mode: str = "independent", alpha: float = 0.3,
                       draws: int = 4, on_progress: Callable[[float], None] | None = None,
-                      noises: list[torch.Tensor] | None = None, groups: list[int] | None = None) -> torch.Tensor:
+                      noises: list[torch.Tensor] | None = None, groups: list[int] | None = None,
+                      residual_gain: str = "least_squares") -> torch.Tensor:
         """:meth:`separate` over many excerpts ``[N, C, T]`` (e.g. the windows of one track) in batches of
         ``max_batch``, on the model's device -> ``[N, K, C, T]`` on the CPU. For ``one_pass_residual`` the blind
         choice of the component to replace is made once per group (``groups``: consecutive group sizes summing to
@@ -322,7 +325,8 @@ class Decomposer(nn.Module):
             for group_parts, group_mixtures in zip(parts.split(groups or [len(parts)]),
                                                    mixtures.split(groups or [len(mixtures)])):
                 chosen.append(replace_with_residual(group_parts, group_mixtures,
-                                                    coherence_with_mixture(group_parts, group_mixtures).mean(dim=0)))
+                                                    coherence_with_mixture(group_parts, group_mixtures).mean(dim=0),
+                                                    fit_gains=_fits_gains(residual_gain)))
             parts = torch.cat(chosen)
         return parts
 
@@ -410,6 +414,12 @@ def coherence_with_mixture(parts: torch.Tensor, mixture: torch.Tensor, eps: floa
     target = scale * m
     error = p - target
     return (10 * torch.log10((target.square().sum(-1) + eps) / (error.square().sum(-1) + eps))).float()
+
+
+def _fits_gains(residual_gain: str) -> bool:
+    if residual_gain not in RESIDUAL_GAINS:
+        raise ValueError(f"residual_gain {residual_gain!r} is not supported; choose one of {list(RESIDUAL_GAINS)}")
+    return residual_gain == "least_squares"
 
 
 def replace_with_residual(parts: torch.Tensor, mixture: torch.Tensor, trust: torch.Tensor,

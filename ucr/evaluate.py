@@ -41,6 +41,7 @@ class EvalOptions:
     steps_curve: tuple[int, ...] = ()  # also time and score the model at these step counts (on curve_chunks)
     alpha: float | None = None  # one-pass blend level (None: the model's diffusion.one_pass_alpha)
     draws: int | None = None  # one-pass noise draws (None: the model's diffusion.one_pass_draws)
+    residual_gain: str | None = None  # one_pass_residual's gains (None: the model's diffusion.residual_gain)
     post_filter: str | None = None  # waveform post-filter (None: the model's diffusion.post_filter)
     alpha_curve: tuple[float, ...] = ()  # also score the one-pass modes at these alpha* (on curve_chunks)
     curve_chunks: int = 16
@@ -60,7 +61,8 @@ class MethodOutputs:
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
                      length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
                      post_filter: str = "none", mixtures: np.ndarray | None = None, sample_rate: int = 0,
-                     progress: str | None = None) -> tuple[list[np.ndarray], float]:
+                     progress: str | None = None, residual_gain: str = "least_squares"
+                     ) -> tuple[list[np.ndarray], float]:
     """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds. A ``post_filter``
     other than "none" needs the mixture waveforms ``mixtures [N, L]`` (what the pipeline filters against).
     ``progress``: the label of a bar per chunk on stderr (None: no bar).
@@ -72,7 +74,8 @@ def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int,
     with tqdm(total=len(latents), desc=progress, unit="chunk", leave=False, disable=progress is None,
               bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}]") as bar:
         all_parts = model.separate_many(latents, batch_size, steps, generator, mode, alpha, draws,
-                                        on_progress=lambda done: bar.update(done - bar.n))  # [N, K, C, T]
+                                        on_progress=lambda done: bar.update(done - bar.n),
+                                        residual_gain=residual_gain)  # [N, K, C, T]
     for i in range(0, len(latents), batch_size):
         parts = all_parts[i:i + batch_size]
         B, K, C, T = parts.shape
@@ -89,7 +92,8 @@ def _settings(pipeline, options: EvalOptions) -> dict:
     return {"mode": options.mode or diffusion.separation,
             "alpha": diffusion.one_pass_alpha if options.alpha is None else options.alpha,
             "draws": diffusion.one_pass_draws if options.draws is None else options.draws,
-            "post_filter": options.post_filter or diffusion.post_filter}
+            "post_filter": options.post_filter or diffusion.post_filter,
+            "residual_gain": options.residual_gain or diffusion.residual_gain}
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
@@ -274,7 +278,7 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     waves, _ = _separate_chunks(model, codec, latents, steps, seed, 8, references.shape[-1],
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
                                 config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures,
-                                codec.sample_rate)
+                                codec.sample_rate, residual_gain=config.diffusion.residual_gain)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -317,12 +321,13 @@ def alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     parameter (a diagnostic: near alpha = 1 the decoder sees the clean mixture and need not separate)."""
     n = min(options.curve_chunks, len(mixture_latents))
     L = stem_waves.shape[-1]
-    draws = _settings(pipeline, options)["draws"]
+    draws, residual_gain = (_settings(pipeline, options)[key] for key in ("draws", "residual_gain"))
     points = []
     for alpha in options.alpha_curve:
         for mode in ("one_pass", "one_pass_residual"):
             waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], 1, options.seed,
-                                              options.batch_size, L, mode, alpha, draws)
+                                              options.batch_size, L, mode, alpha, draws,
+                                              residual_gain=residual_gain)
             points.append({"alpha": alpha, "mode": mode,
                            **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline, options,
                                           source_names)})

@@ -262,6 +262,7 @@ class Pipeline:
                 for i, (piece, seed) in enumerate(zip(pieces, seeds)):
                     window_parts[i] = self.model.separate_many(
                         piece, max_batch, steps, torch.Generator().manual_seed(seed), mode, alpha, draws,
+                        residual_gain=diffusion.residual_gain,
                         on_progress=(lambda n, offset=done: bar.to(offset + n)) if progress else None)
                     done += len(piece)
             else:
@@ -276,7 +277,8 @@ class Pipeline:
                     out = self.model.separate_many(  # the blind residual choice, once per input over its windows
                         batch, max_batch, steps, None, mode, alpha, draws,
                         on_progress=(lambda n, offset=done: bar.to(offset + n)) if progress else None,
-                        noises=[torch.cat([n[d] for n in noises]) for d in range(draws)], groups=sizes)
+                        noises=[torch.cat([n[d] for n in noises]) for d in range(draws)], groups=sizes,
+                        residual_gain=diffusion.residual_gain)
                     done += len(batch)
                     for i, parts in zip(members, out.split(sizes)):
                         window_parts[i] = parts
