@@ -252,7 +252,7 @@ class DiffusionConfig:
     one_pass_draws: int = 4  # one-pass modes: noise draws averaged
     # one_pass_residual: how the kept components are scaled before the residual is taken: "least_squares" (each
     # fitted to the mixture: a shrunk one-pass estimate is rescaled) or "unit" (as decoded; better after the refine
-    # phase, whose components are not shrunk: docs/results/research R)
+    # phase on some models, not all: docs/results/research R)
     residual_gain: str = "least_squares"
     post_filter: str = "none"  # one of POST_FILTERS, on the decoded waveforms; "none" is the paper's
 
