@@ -317,6 +317,17 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_args(parser: argparse.ArgumentParser, out_help: str | None) -> None:
+    """What every training command takes: --out (unless the caller declared it), --no-resume, --quiet, the config
+    (--preset, --set) and tracking (--mlflow, --run-name)."""
+    if out_help is not None:
+        parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(parser)
+    _add_tracking_args(parser)
+
+
 def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow", action="store_true",
                         help="track this run in MLflow as the Ray jobs do (on by default when MLFLOW_TRACKING_URI "
@@ -484,11 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "batch, EMA, checkpoints, exact resume). Writes checkpoints and final.pt to --out and the "
                     "weights as a save_pretrained folder, OUT/encodec, for codec.weights.")
     ct.add_argument("--data", required=True, help="audio dataset root (Slakh layout; data.sources are mixed)")
-    ct.add_argument("--out", required=True, help="run folder (local or s3://)")
-    ct.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
-    ct.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_config_args(ct)
-    _add_tracking_args(ct)
+    _add_run_args(ct, "run folder (local or s3://): checkpoints, final.pt and encodec/")
     ct.set_defaults(handler=cmd_codec_train)
 
     device_note = ("Runs on train.device: auto by default (CUDA when present, else CPU); --set train.device=cpu "
@@ -500,10 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--supervised", action="store_true",
                        help="train the supervised reference (each source's latent is its component's target; "
                             "needs a cache encoded --with-stems)")
-    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_tracking_args(train)
-    _add_config_args(train)
+    _add_run_args(train, None)
     train.set_defaults(handler=cmd_train)
 
     prior = commands.add_parser("train-prior", help="train the masked prior over a trained decomposer's components",
@@ -512,10 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     prior.add_argument("--decomposer", required=True, help="decomposer checkpoint file or run folder")
     prior.add_argument("--data", help="latent cache of the training split (default: data.cache of the preset)")
     prior.add_argument("--out", required=True, help="run folder for the prior (its final.pt embeds the decomposer)")
-    prior.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
-    prior.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_tracking_args(prior)
-    _add_config_args(prior)
+    _add_run_args(prior, None)
     prior.set_defaults(handler=cmd_train_prior)
 
     model_help = ("checkpoint file, run folder, experiment folder (demo_out), s3:// URI, models:/NAME@ALIAS or "
