@@ -42,13 +42,15 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 80) -> torch.Tens
 
 
 def _magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """``[N, L]`` -> ``[N, F, T]``."""
-    return torch.stft(wave, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    """``[N, L]`` -> ``[N, F, T]`` (on ``wave``'s device)."""
+    window = torch.hann_window(n_fft, device=wave.device)
+    return torch.stft(wave, n_fft, hop, window=window, return_complex=True).abs()
 
 
 def multi_resolution_stft_distance(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``[N, L]`` each -> ``[N]``: spectral convergence + mean |log magnitude difference|, averaged over sizes."""
-    total = torch.zeros(estimate.shape[0])
+    """``[N, L]`` each -> ``[N]``: spectral convergence + mean |log magnitude difference|, averaged over sizes.
+    Differentiable: also the training loss of ``ucr codec train`` (:mod:`ucr.codec.train`)."""
+    total = estimate.new_zeros(estimate.shape[0])
     for n_fft in STFT_SIZES:
         est, ref = _magnitude(estimate, n_fft, n_fft // 4), _magnitude(reference, n_fft, n_fft // 4)
         convergence = (est - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp(min=1e-8)

@@ -8,7 +8,8 @@ that serves Meta's weights (:func:`ucr.codec.encodec.load_encodec_model`).
 Training reuses the project's loop (:class:`ucr.train.loop.Trainer`: AdamW, warm-up, clipping, EMA, checkpoints in
 the run folder, exact resume, progress): the model is :class:`CodecAutoencoder`, whose forward returns the
 per-example loss, and a batch is ``[B, 1, L]`` random excerpts of the training mixtures, drawn from ``(seed, step,
-rank)``. Loss: multi-resolution STFT (spectral convergence + log magnitude, FFT sizes ``STFT_SIZES``) plus
+rank)``. Loss: the codec table's multi-resolution STFT distance (spectral convergence + log magnitude,
+:func:`ucr.codec.evaluate.multi_resolution_stft_distance`) plus
 ``codec.train_waveform_weight`` x L1 on the waveform (the STFT terms ignore phase; the L1 term ties it down).
 """
 
@@ -21,8 +22,8 @@ import torch
 from torch import nn
 
 from ucr import storage
+from ucr.codec.evaluate import multi_resolution_stft_distance
 
-STFT_SIZES = (512, 1024, 2048)
 RUN_EXPORT_FOLDER = "encodec"  # RUN/encodec/: the save_pretrained folder codec.weights points at
 
 
@@ -33,20 +34,6 @@ def small_encodec_config(codec_config):
     return EncodecConfig(sampling_rate=24000, audio_channels=1, normalize=False,
                          num_filters=codec_config.train_filters, num_lstm_layers=codec_config.train_lstm_layers,
                          hidden_size=codec_config.train_latent_channels, upsampling_ratios=[8, 5, 4, 2])
-
-
-def stft_loss(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``[B, L]`` each -> ``[B]``: spectral convergence + mean |log magnitude difference|, averaged over
-    :data:`STFT_SIZES` (hop = FFT / 4). Differentiable."""
-    total = estimate.new_zeros(estimate.shape[0])
-    for n_fft in STFT_SIZES:
-        window = torch.hann_window(n_fft, device=estimate.device)
-        est = torch.stft(estimate, n_fft, n_fft // 4, window=window, return_complex=True).abs()
-        ref = torch.stft(reference, n_fft, n_fft // 4, window=window, return_complex=True).abs()
-        convergence = (est - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp(min=1e-5)
-        log_distance = (torch.log(est + 1e-5) - torch.log(ref + 1e-5)).abs().flatten(1).mean(dim=1)
-        total = total + convergence + log_distance
-    return total / len(STFT_SIZES)
 
 
 class CodecAutoencoder(nn.Module):
@@ -64,7 +51,7 @@ class CodecAutoencoder(nn.Module):
     def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         estimate = self.reconstruct(wave)[:, 0]
         reference = wave[:, 0]
-        return stft_loss(estimate, reference) + self.waveform_weight * (estimate - reference).abs().mean(dim=1)
+        return multi_resolution_stft_distance(estimate, reference) + self.waveform_weight * (estimate - reference).abs().mean(dim=1)
 
 
 def load_mixtures(root: str, split: str, layout: str, sources: tuple[str, ...], sample_rate: int,
@@ -152,13 +139,3 @@ def export_pretrained(checkpoint_uri: str, out_dir: str, use_ema: bool = True) -
         for path in sorted(Path(folder).iterdir()):
             storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
     return out_dir
-
-
-@torch.no_grad()
-def reconstruction_si_sdr(autoencoder: CodecAutoencoder, excerpts: torch.Tensor) -> float:
-    """Mean SI-SDR (dB) of the autoencoder's reconstruction of ``excerpts [N, 1, L]`` (the learning curve's
-    quality axis)."""
-    from ucr.metrics import si_sdr
-
-    estimate = autoencoder.reconstruct(excerpts)
-    return float(np.mean(si_sdr(estimate[:, 0].cpu().numpy(), excerpts[:, 0].cpu().numpy())))

@@ -49,8 +49,6 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
         model.loss_channel_power = config.train.refine_channel_power
     if config.train.init_from:
         warm_start(model, config.train.init_from, supervised)
-    if config.train.freeze_encoders:
-        model.encoders.requires_grad_(False)  # AdamW skips them: they get no gradient
     model = model.to(device)
     if config.model.remix_weight > 0 and config.model.remix_teacher == "initial":
         if not config.train.init_from:
@@ -69,9 +67,8 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
         return cache.sample_batch(step, per_rank, config.data.crop_frames, seed=data_seed, key=keys,
                                   shard_window=window)
 
-    schedule = None if supervised or not config.train.refine_at else refine_schedule(
-        getattr(model, "module", model), config.train.refine_at, config.model.loss_channel_power,
-        config.train.refine_channel_power)
+    schedule = encoder_schedule(getattr(model, "module", model), config.train, config.model.loss_channel_power,
+                                supervised)
     extra = {"kind": "supervised" if supervised else "decomposer", "config": config.to_dict(),
              "stats": stats.to_dict() if stats else None, "codec": cache.manifest["codec"],
              "sources": list(cache.sources), "cache": cache_uri}
@@ -79,16 +76,21 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
                    hooks=hooks, progress=progress, schedule=schedule)
 
 
-def refine_schedule(model, refine_at: int, power: float, refine_power: float):
-    """``train.refine_at`` (ours): before step ``refine_at`` the whole model trains under ``loss_channel_power =
-    power``; from it on the component encoders are held and the loss weighs channels by ``var ** refine_power``.
-    Returns the :class:`ucr.train.loop.Trainer` schedule (step -> parameters held)."""
+def encoder_schedule(model, train_config, power: float, supervised: bool = False):
+    """The :class:`ucr.train.loop.Trainer` schedule (step -> parameters held) of ``train.freeze_encoders`` (the
+    component encoders held at every step) and ``train.refine_at`` (ours: before that step the whole model trains
+    under ``loss_channel_power = power``; from it on the encoders are held and the loss weighs channels by
+    ``var ** train.refine_channel_power``; not for the supervised reference). None when neither applies."""
+    refine_at = 0 if supervised else train_config.refine_at
+    if not (train_config.freeze_encoders or refine_at):
+        return None
     encoders = tuple(model.encoders.parameters())
 
     def schedule(step: int):
-        refining = step >= refine_at
-        model.loss_channel_power = refine_power if refining else power
-        return encoders if refining else ()
+        refining = bool(refine_at) and step >= refine_at
+        if refine_at:
+            model.loss_channel_power = train_config.refine_channel_power if refining else power
+        return encoders if train_config.freeze_encoders or refining else ()
 
     return schedule
 
