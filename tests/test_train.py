@@ -109,6 +109,33 @@ def test_exact_resume(train_cache, tmp_path):
     torch.testing.assert_close(weights(resumed.ema.model), weights(straight.ema.model), rtol=0, atol=0)
 
 
+def test_learning_rate_warms_up_holds_and_decays_to_zero(train_cache, tmp_path):
+    config = tiny(**{"train.steps": 10, "train.lr": 1e-3, "train.warmup_steps": 2, "train.decay_steps": 4})
+    trainer = build_decomposer_trainer(config, train_cache, str(tmp_path / "run"), progress=False)
+    # warmup (step+1)/2, then 1, then (10 - step)/4 over the last 4 steps: 6 -> 1.0, 7 -> 0.75, ..., 9 -> 0.25
+    expected = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert [round(trainer.lr_at(step) / 1e-3, 6) for step in range(10)] == expected
+    used = []
+    for step in range(3):
+        trainer.train_step(trainer.batch_fn(step))
+        used.append(trainer.optimizer.param_groups[0]["lr"])
+    assert used == pytest.approx([5e-4, 1e-3, 1e-3])
+    with pytest.raises(ValueError, match="train.decay_steps = 11 is longer than the run"):
+        tiny(**{"train.steps": 10, "train.decay_steps": 11})
+    # a run stopped inside the decay resumes onto the same schedule (the rate depends on the step, not on the state)
+    config = config.replace(**{"train.steps": 6, "train.decay_steps": 3})
+    straight = build_decomposer_trainer(config, train_cache, str(tmp_path / "a"), progress=False)
+    straight.fit()
+    stopped = build_decomposer_trainer(config, train_cache, str(tmp_path / "b"), progress=False)
+    for step in range(4):
+        stopped.train_step(stopped.batch_fn(step))
+    stopped.save_checkpoint()
+    resumed = build_decomposer_trainer(config, train_cache, str(tmp_path / "b"), progress=False)
+    resumed.fit()
+    assert resumed.step == 6
+    torch.testing.assert_close(weights(resumed.module), weights(straight.module), rtol=0, atol=0)
+
+
 def test_checkpoints_describe_themselves_and_are_pruned(train_cache, tmp_path, monkeypatch):
     config = tiny(**{"train.steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 2})
     logged = []

@@ -275,6 +275,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     warmup_steps: int = 0
+    # the last decay_steps steps lower the learning rate linearly to 0 (warmup-stable-decay; 0 = constant after the
+    # warmup, the paper). With train.refine_at, decay_steps = steps - refine_at anneals the refine phase (ours)
+    decay_steps: int = 0
     grad_clip: float = 0.0  # 0 = no clipping (the paper)
     ema_decay: float = 0.0  # 0 = no EMA (the paper)
     seed: int = 0
@@ -309,6 +312,10 @@ class TrainConfig:
         _in_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
         _in_range("train.weight_decay", self.weight_decay, 0.0, 1.0)
         _is_int("train.warmup_steps", self.warmup_steps, 0, 10**9)
+        _is_int("train.decay_steps", self.decay_steps, 0, 10**9)
+        if self.decay_steps > self.steps:
+            raise ValueError(f"train.decay_steps = {self.decay_steps} is longer than the run (train.steps = "
+                             f"{self.steps}); lower it to at most train.steps")
         _in_range("train.grad_clip", self.grad_clip, 0.0)
         _in_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
         _is_int("train.seed", self.seed, 0, 2**31 - 1)

@@ -76,7 +76,7 @@ class Trainer:
         self.model = model
         self.module = getattr(model, "module", model)
         self.batch_fn = batch_fn
-        self.config = config  # TrainConfig-like: steps, lr, weight_decay, warmup_steps, grad_clip, ema_decay, ...
+        self.config = config  # TrainConfig: steps, lr, weight_decay, warmup_steps, decay_steps, grad_clip, ema_decay, ...
         self.run_uri = run_uri
         self.extra = extra
         self.device = device or next(self.module.parameters()).device
@@ -128,9 +128,15 @@ class Trainer:
         return step % self.config.checkpoint_every == 0 or step == self.config.steps
 
     def lr_at(self, step: int) -> float:
-        if self.config.warmup_steps > 0:
-            return self.config.lr * min(1.0, (step + 1) / self.config.warmup_steps)
-        return self.config.lr
+        """The learning rate of optimiser step ``step`` (0-based): linear warmup over ``warmup_steps``, constant, then
+        a linear decay to 0 over the last ``decay_steps`` (step ``steps - decay_steps`` still runs at full rate)."""
+        config = self.config
+        factor = 1.0
+        if config.warmup_steps > 0:
+            factor = min(factor, (step + 1) / config.warmup_steps)
+        if config.decay_steps > 0:
+            factor = min(factor, max(0.0, (config.steps - step) / config.decay_steps))
+        return config.lr * factor
 
     # -- the loop ----------------------------------------------------------------------------------------------------
     def train_step(self, batch: Any) -> tuple[float, float]:
