@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ucr.config import load_config
-from ucr.decomposer import build_decomposer, coherence_with_mixture, component_correlation, replace_with_residual
+from ucr.decomposer import (build_decomposer, coherence_with_mixture, component_correlation, one_pass_noise,
+                            replace_with_residual)
 from ucr.diffusion import iadb
 from ucr.evaluate import z_correlation
 
@@ -44,6 +45,25 @@ def test_one_pass_is_the_decoder_on_its_training_input():
         model.one_pass(x, z, 1.5)
     with pytest.raises(ValueError, match="draws"):
         model.one_pass(x, z, 0.3, draws=0)
+
+
+def test_one_pass_draws_come_in_antithetic_pairs():
+    noises = one_pass_noise((2, 8, 16), 5, torch.Generator().manual_seed(3))
+    assert len(noises) == 5
+    for first, second in ((0, 1), (2, 3)):
+        torch.testing.assert_close(noises[second], -noises[first], rtol=0, atol=0)
+    assert not torch.allclose(noises[2], noises[0]) and not torch.allclose(noises[4], noises[2])
+    first = torch.randn((2, 8, 16), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(noises[0], first, rtol=0, atol=0)  # the first draw is the generator's first
+    # one_pass averages the decoder over the pair: mean(decoder(eps), decoder(-eps))
+    model = tiny_model(2)
+    x = torch.randn(2, 8, 16)
+    z = model.components(x)
+    alpha = torch.full((2,), 0.3)
+    expected = 0.5 * (model.denoise_each(iadb.blend(x, first, alpha), alpha, z)
+                      + model.denoise_each(iadb.blend(x, -first, alpha), alpha, z))
+    got = model.one_pass(x, z, 0.3, draws=2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected)
 
 
 def test_separate_many_decides_the_residual_once_for_all_excerpts():

@@ -25,7 +25,7 @@ from ucr import checkpoint as ckpt
 from ucr.codec import LatentCodec, build_codec
 from ucr.codec.stats import LatentStats
 from ucr.config import SEPARATION_MODES, ExperimentConfig
-from ucr.decomposer import Decomposer, build_decomposer
+from ucr.decomposer import Decomposer, build_decomposer, one_pass_noise
 from ucr.diffusion import iadb
 from ucr.device import resolve_device
 
@@ -221,14 +221,15 @@ class Pipeline:
     def _one_pass_noise(self, windows: int, frames: int, seed: int, draws: int, max_batch: int
                         ) -> list[torch.Tensor]:
         """The noise an input's windows get in a one-pass mode, per draw ``[windows, C, W']``: drawn from its own
-        seed in the order its windows would run alone (batches of ``max_batch``, every draw of a batch in turn), so
-        an input separated among others gives what it gives alone."""
+        seed in the order its windows would run alone (batches of ``max_batch``, every draw of a batch in turn, in
+        antithetic pairs: :func:`ucr.decomposer.one_pass_noise`), so an input separated among others gives what it
+        gives alone."""
         generator = torch.Generator().manual_seed(seed)
         per_draw: list[list[torch.Tensor]] = [[] for _ in range(draws)]
         for start in range(0, windows, max_batch):
             shape = self.model.one_pass_noise_shape(min(max_batch, windows - start), frames)
-            for draw in range(draws):
-                per_draw[draw].append(torch.randn(shape, generator=generator))
+            for draw, noise in enumerate(one_pass_noise(shape, draws, generator)):
+                per_draw[draw].append(noise)
         return [torch.cat(chunks) for chunks in per_draw]
 
     @torch.no_grad()
