@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="separation mode (default: diffusion.separation of the model)")
     evaluate.add_argument("--alpha", type=float, help="one-pass blend level alpha* (default: the model's "
                                                       "diffusion.one_pass_alpha)")
-    evaluate.add_argument("--draws", type=int, help="one-pass noise draws (default: diffusion.one_pass_draws)")
+    evaluate.add_argument("--draws", type=int, help="one-pass noise draws, in antithetic pairs (default: diffusion.one_pass_draws)")
     evaluate.add_argument("--residual-gain", choices=["least_squares", "unit"],
                           help="one_pass_residual: fit the kept components' gains to the mixture, or keep them as "
                                "decoded (default: diffusion.residual_gain)")

@@ -249,7 +249,7 @@ class DiffusionConfig:
     alpha_schedule: str = "uniform"  # training distribution of alpha: "uniform" (the paper)
     separation: str = "independent"  # one of SEPARATION_MODES; "independent" is the paper's
     one_pass_alpha: float = 0.3  # one-pass modes: the blend level alpha* at which the observed mixture is noised
-    one_pass_draws: int = 4  # one-pass modes: noise draws averaged
+    one_pass_draws: int = 4  # one-pass modes: noise draws averaged, in antithetic pairs (eps, -eps)
     # one_pass_residual: how the kept components are scaled before the residual is taken: "least_squares" (each
     # fitted to the mixture: a shrunk one-pass estimate is rescaled) or "unit" (as decoded; better after the refine
     # phase on some models, not all: docs/results/research R)
