@@ -91,6 +91,15 @@ def prior_run(train_cache, tmp_path):  # noqa: F811
     return str(tmp_path / "prior"), str(tmp_path / "dec")
 
 
+def test_prior_ignores_the_decomposers_refine_and_decay_schedule(prior_run, train_cache, tmp_path):  # noqa: F811
+    # the demo preset's decomposer anneals over 800 steps, longer than its prior's 400: the prior must still build
+    _, decomposer = prior_run
+    config = tiny(**{"train.steps": 50, "train.refine_at": 20, "train.decay_steps": 30, "prior.steps": 3})
+    trainer = build_prior_trainer(config, decomposer, train_cache, str(tmp_path / "p2"), progress=False)
+    assert (trainer.config.steps, trainer.config.refine_at, trainer.config.decay_steps) == (3, 0, 0)
+    assert trainer.lr_at(2) == pytest.approx(config.prior.lr)
+
+
 def test_prior_training_checkpoint_embeds_the_decomposer(prior_run, tmp_path):
     prior_uri, _ = prior_run
     payload = ckpt.load(prior_uri)

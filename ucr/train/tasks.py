@@ -176,10 +176,12 @@ def build_prior_trainer(config, decomposer_uri: str, cache_uri: str, run_uri: st
 
     state = decomposer_state(ckpt.load(decomposer_uri))
     base = ExperimentConfig.from_dict(state["config"])
+    # the train section's schedule beyond the warmup (refine phase, annealing) is the decomposer's: the prior trains
+    # at a constant rate after the warmup, as in the paper
     run_config = dataclasses.replace(base, prior=config.prior,
                                      train=dataclasses.replace(config.train, steps=config.prior.steps,
                                                                batch_size=config.prior.batch_size,
-                                                               lr=config.prior.lr))
+                                                               lr=config.prior.lr, refine_at=0, decay_steps=0))
     device = device or resolve_device(run_config.train.device)
     z_uri = storage.join(run_uri, "z_cache.pt")
     if storage.exists(z_uri):
