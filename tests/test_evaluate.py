@@ -64,6 +64,16 @@ def test_report_has_every_method_reference_and_matching(trained, tmp_path):
     assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "audio" / "example0" / "component1.wav").exists()
     assert "SI-SDRI Drums" in markdown_table(report)
+    # per-window records: the windowed fixed-matching mean of each source is their mean, each names its track
+    windows = report["windows"]["rows"]
+    for source in ("Drums", "Bass"):
+        summary = [r for r in report["results"] if r["method"] == "ucr" and r["matching"] == "fixed"
+                   and r["protocol"] == "windowed" and r["reference"] == "original" and r["source"] == source][0]
+        values = [w["si_sdri"] for w in windows if w["source"] == source]
+        assert len(values) == summary["si_sdri"]["n"]
+        assert np.mean(values) == pytest.approx(summary["si_sdri"]["mean"])
+    assert all(w["track"] and 0 <= w["start_s"] < 0.5 for w in windows)
+    assert "## Per window: ucr, fixed matching, original stems" in text and "lowest windows" in text
 
 
 def test_cache_without_stems_is_refused(trained, slakh_root, tmp_path):

@@ -97,8 +97,10 @@ def _settings(pipeline, options: EvalOptions) -> dict:
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
-           options: EvalOptions) -> tuple[list[dict], dict]:
-    """Rows of summaries for one method against one reference kind; plus the assignments used."""
+           options: EvalOptions) -> tuple[list[dict], dict, list[dict]]:
+    """Rows of summaries for one method against one reference kind; the assignments used; and one record per
+    scored (window, source) under the matching a user gets (fixed, or the method's own labels):
+    ``{"chunk", "start_s", "source", "si_sdr", "si_sir", "si_sar", "si_sdri"}`` (``source`` an index)."""
     N, S, L = references.shape
     per_example = []
     fixed = None
@@ -109,7 +111,7 @@ def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, 
         per_example = [metrics.match_per_example(matrices[i], method.waves[i], references[i]) for i in range(N)]
         fixed = metrics.match_fixed(matrices)
         assignments = {"per-example": per_example, "fixed": [fixed] * N}
-    rows = []
+    rows, windows = [], []
     for matching, chosen in assignments.items():
         windowed = {m: [] for m in METRICS}
         whole = {m: [] for m in METRICS}
@@ -121,6 +123,10 @@ def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, 
             for m in METRICS:
                 windowed[m].append(w[m])
                 whole[m].append(g[m][None])
+            if matching in ("fixed", "labelled"):
+                windows += [{"chunk": i, "start_s": float(w["starts"][j]) / sample_rate, "source": s,
+                             **{m: float(w[m][j, s]) for m in METRICS}}
+                            for j in range(len(w["starts"])) for s in range(S) if w["active"][j, s]]
         for protocol, values in (("windowed", windowed), ("whole", whole)):
             for s in range(S):
                 row = {"method": method.name, "matching": matching, "protocol": protocol, "source": s}
@@ -130,7 +136,7 @@ def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, 
                     row[m] = metrics.summarize(column)
                 rows.append(row)
     used = {"fixed": list(fixed.component_to_source)} if fixed is not None else {}
-    return rows, used
+    return rows, used, windows
 
 
 def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOptions(), supervised=None,
@@ -196,11 +202,17 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
             scoring.update()
             if method.name == "codec ceiling" and reference_name == "codec":
                 continue  # identical by construction
-            method_rows, used = _score(method, references, mixtures, sample_rate, options)
+            method_rows, used, windows = _score(method, references, mixtures, sample_rate, options)
+            for row in method_rows + windows:
+                row["source"] = source_names[row["source"]]
             for row in method_rows:
                 row["reference"] = reference_name
-                row["source"] = source_names[row["source"]]
             rows.extend(method_rows)
+            if method is methods[0] and reference_name == "original":
+                for row in windows:
+                    row["track"], row["chunk_start_s"] = items[row["chunk"]]["track"], (
+                        items[row["chunk"]]["start"] / sample_rate)
+                model_windows = windows
             if used:
                 assignments[f"{method.name}/{reference_name}"] = used
     scoring.close()
@@ -222,6 +234,8 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
         "fixed_assignment": assignments,
         "rtf": {m.name: m.seconds / audio_seconds for m in methods if m.seconds},
         "results": rows,
+        "windows": {"method": methods[0].name, "matching": "fixed", "reference": "original",
+                    "rows": model_windows},
     }
     if options.steps_curve:
         report["steps_curve"] = steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options, source_names)
@@ -308,7 +322,7 @@ def steps_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
 def _curve_point(waves, seconds, stem_waves, mixtures, pipeline, options, source_names) -> dict:
     n, _, L = stem_waves.shape
     method = MethodOutputs("ucr", waves, labelled=False, seconds=seconds)
-    rows, _ = _score(method, stem_waves, mixtures, pipeline.sample_rate, options)
+    rows, _, _ = _score(method, stem_waves, mixtures, pipeline.sample_rate, options)
     chosen = [r for r in rows if r["matching"] == "fixed" and r["protocol"] == "windowed"]
     return {"rtf": seconds / (n * L / pipeline.sample_rate),
             "si_sdri": {source_names[r["source"]]: r["si_sdri"]["mean"] for r in chosen}}
@@ -436,11 +450,49 @@ def write_report(report: dict, out: str) -> None:
         parts += [f"| z{k} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
                   for k, row in enumerate(d["z_correlation"])]
         parts.append("")
+    if report.get("windows", {}).get("rows"):
+        parts += window_section(report)
     if "alpha_curve" in report:
         parts += _curve_table("One-pass alpha*: real-time factor and SI-SDRi (windowed, fixed, original)",
                               ["alpha", "mode"], report["alpha_curve"], report["sources"])
     parts.append(f"Peak resident memory of the evaluation process: {report['peak_memory_mb']:.0f} MB.\n")
     storage.write_text(storage.join(out, "report.md"), "\n".join(parts))
+
+
+def window_section(report: dict, worst: int = 5) -> list[str]:
+    """Markdown lines on the spread of the model's per-window SI-SDRi (fixed matching, original stems): quantiles
+    per source, the mean per track (a split's mean can hang on one track), and the ``worst`` windows per source
+    with the source's level in the mixture (the mixture's SI-SDR against it, ``si_sdr - si_sdri``)."""
+    windows = report["windows"]
+    rows, sources = windows["rows"], report["sources"]
+    quantiles = (0.1, 0.25, 0.5, 0.75, 0.9)
+    lines = [f"## Per window: {windows['method']}, {windows['matching']} matching, {windows['reference']} stems\n",
+             "SI-SDRi quantiles (dB) over the scored windows:\n",
+             "| source | windows | mean | " + " | ".join(f"q{int(q * 100)}" for q in quantiles) + " |",
+             "|" + "---|" * (3 + len(quantiles))]
+    for source in sources:
+        values = np.array([r["si_sdri"] for r in rows if r["source"] == source])
+        if len(values):
+            lines.append(f"| {source} | {len(values)} | {values.mean():.2f} | "
+                         + " | ".join(f"{v:.2f}" for v in np.quantile(values, quantiles)) + " |")
+    tracks = list(dict.fromkeys(r.get("track", "?") for r in rows))
+    lines += ["", "Mean SI-SDRi per track (dB; windows in brackets):\n",
+              "| track | " + " | ".join(sources) + " |", "|" + "---|" * (1 + len(sources))]
+    for track in tracks:
+        cells = []
+        for source in sources:
+            values = [r["si_sdri"] for r in rows if r.get("track", "?") == track and r["source"] == source]
+            cells.append(f"{np.mean(values):.2f} ({len(values)})" if values else "–")
+        lines.append(f"| {track} | " + " | ".join(cells) + " |")
+    lines += ["", f"The {worst} lowest windows per source:\n",
+              "| source | track | time in track (s) | SI-SDRi | SI-SIR | SI-SAR | source in mixture (dB) |",
+              "|---|---|---|---|---|---|---|"]
+    for source in sources:
+        ranked = sorted((r for r in rows if r["source"] == source), key=lambda r: r["si_sdri"])[:worst]
+        lines += [f"| {source} | {r.get('track', '?')} | {r.get('chunk_start_s', 0.0) + r['start_s']:.1f} | "
+                  f"{r['si_sdri']:.2f} | {r['si_sir']:.2f} | {r['si_sar']:.2f} | {r['si_sdr'] - r['si_sdri']:.2f} |"
+                  for r in ranked]
+    return lines + [""]
 
 
 def _curve_table(title: str, keys: list[str], points: list[dict], sources: list[str]) -> list[str]:
