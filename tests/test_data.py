@@ -7,6 +7,7 @@ import torch
 from tests.conftest import SR, write_slakh_track
 from ucr import storage
 from ucr.codec import MDCTCodec
+from ucr.config import load_config
 from ucr.data.latents import EncodeSettings, LatentCache, ManifestMismatch, encode_split
 from ucr.data.readers import TrackSkipped, chunk_track, list_tracks, load_track, mix_sources, Track
 
@@ -73,6 +74,33 @@ def test_chunking_and_silence_filter():
     assert len(partial) == 1  # the trailing half chunk is dropped
     two = np.stack([np.ones(4), 3 * np.ones(4)])
     assert mix_sources(two, "mean")[0] == 2 and mix_sources(two, "sum")[0] == 4
+
+
+def test_start_jitter_moves_chunks_off_the_grid_deterministically():
+    ramp = np.tile(np.arange(SR * 3, dtype=np.float32), (2, 1))  # sample i holds i: a chunk's content is its start
+    plain, _ = chunk_track(Track("t", ramp, SR), chunk_seconds=1.0, silence_rms=0.0)
+    jittered, _ = chunk_track(Track("t", ramp, SR), chunk_seconds=1.0, silence_rms=0.0, start_jitter=320)
+    again, _ = chunk_track(Track("t", ramp, SR), chunk_seconds=1.0, silence_rms=0.0, start_jitter=320)
+    other, _ = chunk_track(Track("u", ramp, SR), chunk_seconds=1.0, silence_rms=0.0, start_jitter=320)
+    assert [c.start for c in plain] == [0, SR, 2 * SR]
+    assert len(jittered) == 3 and [c.start for c in jittered] == [c.start for c in again]
+    assert [c.start for c in jittered] != [c.start for c in other]  # drawn per track
+    for index, chunk in enumerate(jittered[:2]):  # delayed by less than the jitter
+        assert 0 <= chunk.start - index * SR < 320
+    last = jittered[2].start  # would run past the end when delayed: starts the jitter earlier instead
+    assert last == 2 * SR or 2 * SR - 320 <= last < 2 * SR
+    for chunk in jittered:
+        assert chunk.sources.shape == (2, SR) and chunk.sources[0, 0] == chunk.start
+    assert any(c.start % 64 for c in jittered)  # off a 64-sample grid
+
+
+def test_start_jitter_is_part_of_the_cache_key_only_when_set(slakh_root):
+    plain = settings_for(slakh_root, "train")
+    jittered = EncodeSettings(**{**plain.__dict__, "start_jitter": 320})
+    assert "start_jitter" not in plain.key("c", "d")  # caches encoded before the setting existed still match
+    assert jittered.key("c", "d")["start_jitter"] == 320
+    with pytest.raises(ValueError, match="data.start_jitter"):
+        load_config("smoke", {"data.start_jitter": -1})
 
 
 @pytest.mark.parametrize("damage, reason", [

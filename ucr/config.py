@@ -113,6 +113,11 @@ class DataConfig:
     sample_rate: int = 24000  # audio is resampled to the codec's rate; kept here so caches can check it
     chunk_seconds: float = 7.0  # 7 s = 525 latent frames at 75 Hz (the paper)
     silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter)
+    # delay each chunk's start by 0 <= d < start_jitter samples (fixed per track and chunk; 0 = off, the paper).
+    # Rendered MIDI puts every onset on the synthesiser's 64-sample block grid, which a codec hop of 320 samples
+    # keeps in step with the latent frames; a model learns that grid and fails on audio off it (research log W).
+    # One hop (320) puts the frames at every phase of the grid (ours)
+    start_jitter: int = 0
     crop_frames: int = 512  # training crops in latent frames (the paper)
     # tracks per latent-cache shard: the unit of parallel encoding (one Ray task each) and of streaming at training;
     # part of a cache's key, so `ucr data encode` and the encode job share caches when they agree on it
@@ -137,6 +142,7 @@ class DataConfig:
         _is_int("data.sample_rate", self.sample_rate, 8000, 192000)
         _in_range("data.chunk_seconds", self.chunk_seconds, 0.5, 60.0)
         _in_range("data.silence_rms", self.silence_rms, 0.0, 1.0)
+        _is_int("data.start_jitter", self.start_jitter, 0, 10**7)
         _is_int("data.crop_frames", self.crop_frames, 8, 100000)
         _is_int("data.tracks_per_shard", self.tracks_per_shard, 1, 100000)
 

@@ -56,6 +56,7 @@ class EncodeSettings:
     silence_rms: float
     with_stems: bool
     tracks_per_shard: int
+    start_jitter: int = 0  # samples; see DataConfig.start_jitter
 
     @classmethod
     def from_config(cls, config, data_root: str, split: str, with_stems: bool | None = None,
@@ -66,14 +67,16 @@ class EncodeSettings:
                    mix=config.data.mix, sample_rate=config.data.sample_rate, chunk_seconds=config.data.chunk_seconds,
                    silence_rms=config.data.silence_rms,
                    with_stems=(split != "train") if with_stems is None else with_stems,
-                   tracks_per_shard=config.data.tracks_per_shard if tracks_per_shard is None else tracks_per_shard)
+                   tracks_per_shard=config.data.tracks_per_shard if tracks_per_shard is None else tracks_per_shard,
+                   start_jitter=config.data.start_jitter)
 
     def key(self, codec_fingerprint: str, data_fingerprint: str) -> dict:
         return {"format": FORMAT_VERSION, "codec": codec_fingerprint, "dataset": data_fingerprint,
                 "layout": self.layout, "split": self.split, "sources": list(self.sources), "mix": self.mix,
                 "sample_rate": self.sample_rate, "chunk_seconds": self.chunk_seconds,
                 "silence_rms": self.silence_rms, "with_stems": self.with_stems,
-                "tracks_per_shard": self.tracks_per_shard}
+                "tracks_per_shard": self.tracks_per_shard,
+                **({"start_jitter": self.start_jitter} if self.start_jitter else {})}  # caches made before it match
 
 
 def shard_name(index: int) -> str:
@@ -106,7 +109,7 @@ def encode_shard(settings: EncodeSettings, tracks: list[str], codec: LatentCodec
         except TrackSkipped as skipped:
             report.add(skipped)
             continue
-        kept, dropped = chunk_track(track, settings.chunk_seconds, settings.silence_rms)
+        kept, dropped = chunk_track(track, settings.chunk_seconds, settings.silence_rms, settings.start_jitter)
         report.dropped_silent_chunks += dropped
         chunks.extend(kept)
     frames = codec.num_frames(int(round(settings.chunk_seconds * settings.sample_rate)))

@@ -204,15 +204,28 @@ class Chunk:
     sources: np.ndarray  # [S, L_chunk]
 
 
-def chunk_track(track: Track, chunk_seconds: float, silence_rms: float) -> tuple[list[Chunk], int]:
+def chunk_track(track: Track, chunk_seconds: float, silence_rms: float, start_jitter: int = 0
+                ) -> tuple[list[Chunk], int]:
     """Cut ``[S, L]`` into non-overlapping chunks (a trailing partial chunk is dropped) and apply the paper's
     silence filter: a chunk is dropped when any source's RMS is below ``silence_rms``.
 
-    Returns ``(kept chunks, number dropped as silent)``.
+    ``start_jitter`` > 0 delays chunk ``i`` (nominally at ``i * length``) by ``0 <= d_i < start_jitter`` samples,
+    drawn from the track's name (the same every time); a chunk that would then run past the end starts
+    ``start_jitter`` samples earlier instead (overlapping the one before it by less than that), so the count of
+    chunks does not change. Returns ``(kept chunks, number dropped as silent)``.
     """
     length = int(round(chunk_seconds * track.sample_rate))
+    total = track.sources.shape[1]
     kept, dropped = [], 0
-    for start in range(0, track.sources.shape[1] - length + 1, length):
+    count = total // length
+    delays = np.zeros(count, dtype=np.int64)
+    if start_jitter > 0:
+        seed = int.from_bytes(hashlib.sha256(track.name.encode()).digest()[:8], "little")
+        delays = np.random.default_rng(seed).integers(0, start_jitter, size=count)
+    for index in range(count):
+        start = index * length + int(delays[index])
+        if start + length > total:
+            start = max(0, start - start_jitter)
         piece = track.sources[:, start:start + length]
         if (audio.rms(piece, axis=1) < silence_rms).any():
             dropped += 1
