@@ -74,6 +74,12 @@ def test_report_has_every_method_reference_and_matching(trained, tmp_path):
         assert np.mean(values) == pytest.approx(summary["si_sdri"]["mean"])
     assert all(w["track"] and 0 <= w["start_s"] < 0.5 for w in windows)
     assert "## Per window: ucr, fixed matching, original stems" in text and "lowest windows" in text
+    # the alignment check: by default half a hop + 1 samples; the aligned score is the report's own on those chunks
+    check = report["alignment_check"]
+    assert check["delay_samples"] == MDCTCodec().hop_length // 2 + 1 and check["chunks"] == 2
+    assert set(check["delayed"]) == {"Drums", "Bass"} and all(np.isfinite(v) for v in check["delayed"].values())
+    assert set(check["aligned"]) == {"Drums", "Bass"} and all(np.isfinite(v) for v in check["aligned"].values())
+    assert "## Alignment check: the inputs delayed by 161 samples" in text
 
 
 def test_cache_without_stems_is_refused(trained, slakh_root, tmp_path):
@@ -98,8 +104,9 @@ def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_p
     out = tmp_path / "report_one_pass"
     report = evaluate(Pipeline.from_checkpoint(run), caches["test"], str(out),
                       EvalOptions(mode="one_pass_residual", nmf=False, irm=False, window_seconds=0.25,
-                                  hop_seconds=0.125, alpha_curve=(0.2, 0.5), curve_chunks=2),
+                                  hop_seconds=0.125, alpha_curve=(0.2, 0.5), curve_chunks=2, alignment_delay=0),
                       log=lambda _: None)
+    assert "alignment_check" not in report  # 0 turns the check off
     assert report["separation_settings"] == {"mode": "one_pass_residual", "alpha": 0.3, "draws": 4,
                                              "post_filter": "none", "residual_gain": "least_squares"}
     d = report["diagnostics"]

@@ -9,6 +9,16 @@ from typing import Sequence
 from ucr.config import CODEC_NAMES, POST_FILTERS, SEPARATION_MODES
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of samples >= 0, got {text!r}")
+    return value
+
+
 def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "demo") -> None:
     parser.add_argument("--preset", default=default_preset,
                         help=f"shipped preset name or path to a YAML file (default: {default_preset})")
@@ -350,7 +360,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
                           residual_gain=args.residual_gain,
                           post_filter=args.post_filter,
-                          curve_chunks=args.curve_chunks,
+                          curve_chunks=args.curve_chunks, alignment_delay=args.alignment_delay,
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
                           else ())
     cache = resolve_cache(args.data, args.split)
@@ -618,7 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--alpha-curve", help="comma-separated alpha* values at which to also score the one-pass "
                                                 "modes, e.g. 0.1,0.3,0.6")
     evaluate.add_argument("--curve-chunks", type=int, default=16,
-                          help="chunks used by the --steps-curve and --alpha-curve points (default: 16)")
+                          help="chunks used by the --steps-curve and --alpha-curve points and the alignment check "
+                               "(default: 16)")
+    evaluate.add_argument("--alignment-delay", type=_non_negative_int, default=None, metavar="SAMPLES",
+                          help="alignment check: also score the model on the inputs delayed by this many samples "
+                               "(default: half the codec's hop + 1; 0: skip)")
     evaluate.add_argument("--generation", action="store_true",
                           help="also the generation metrics (needs a prior checkpoint as --model)")
     evaluate.add_argument("--generate-n", type=int, default=8, help="excerpts to generate for those metrics")
