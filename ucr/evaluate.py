@@ -199,6 +199,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     methods.append(MethodOutputs("codec ceiling", list(codec_stems)))
 
     rows, assignments = [], {}
+    model_windows: list[dict] = []  # the per-window records of methods[0] (the model) on the original stems
     scoring = tqdm(total=2 * len(methods), desc="scoring", unit="method", leave=False, disable=not progress)
     for reference_name, references in (("original", stem_waves), ("codec", codec_stems)):
         for method in methods:
