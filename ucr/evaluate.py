@@ -63,11 +63,12 @@ class MethodOutputs:
 
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
                      length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
-                     post_filter: str = "none", mixtures: np.ndarray | None = None, sample_rate: int = 0,
+                     post_filter: str = "none", *, mixtures: np.ndarray, sample_rate: int = 0,
                      progress: str | None = None, residual_gain: str = "least_squares"
                      ) -> tuple[list[np.ndarray], float]:
-    """``latents [N, C, T]`` -> list of component waves ``[K, L]`` and the compute seconds. A ``post_filter``
-    other than "none" needs the mixture waveforms ``mixtures [N, L]`` (what the pipeline filters against).
+    """``latents [N, C, T]`` of the mixtures ``mixtures [N, L]`` -> list of component waves ``[K, L]`` and the
+    compute seconds. The codec decodes the components against the mixtures (``decode_components``), and a
+    ``post_filter`` other than "none" filters them against the mixtures, as the pipeline does.
     ``progress``: the label of a bar per chunk on stderr (None: no bar).
 
     The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
@@ -81,8 +82,8 @@ def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int,
                                         residual_gain=residual_gain)  # [N, K, C, T]
     for i in range(0, len(latents), batch_size):
         parts = all_parts[i:i + batch_size]
-        B, K, C, T = parts.shape
-        waves = codec.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)[..., :length]  # [B, K, L]
+        mixture = torch.as_tensor(np.asarray(mixtures[i:i + batch_size]), dtype=torch.float32)  # [B, L]
+        waves = codec.decode_components(parts, mixture)[..., :length]  # [B, K, L]
         out.extend(waves.numpy())
     if post_filter != "none":
         out = [baselines.post_filter(post_filter, mixture, parts, sample_rate) for mixture, parts in zip(mixtures, out)]
@@ -162,7 +163,7 @@ def evaluate(pipeline, cache_uri: str, out: str, options: EvalOptions = EvalOpti
     N, _, L = stem_waves.shape
     mixture_latents = torch.stack([item["mixture"] for item in items])  # [N, C, T]
     stem_latents = torch.stack([item["stems"] for item in items])  # [N, S, C, T]
-    codec_stems = codec.decode(stem_latents.flatten(0, 1)).reshape(N, S, -1)[..., :L].numpy()  # [N, S, L]
+    codec_stems = codec.decode_components(stem_latents, torch.from_numpy(mixtures))[..., :L].numpy()  # [N, S, L]
     log(f"[evaluate] {N} chunks x {L / sample_rate:.1f} s, sources {source_names}, K = {pipeline.n_components}, "
         f"{options.steps} sampler steps")
 
@@ -306,8 +307,8 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     codec = codec if codec is not None else build_codec(config.codec)
     waves, _ = _separate_chunks(model, codec, latents, steps, seed, 8, references.shape[-1],
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
-                                config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures,
-                                codec.sample_rate, residual_gain=config.diffusion.residual_gain)
+                                config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures=mixtures,
+                                sample_rate=codec.sample_rate, residual_gain=config.diffusion.residual_gain)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -377,7 +378,7 @@ def alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     for alpha in options.alpha_curve:
         for mode in ("one_pass", "one_pass_residual"):
             waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], 1, options.seed,
-                                              options.batch_size, L, mode, alpha, draws,
+                                              options.batch_size, L, mode, alpha, draws, mixtures=mixtures[:n],
                                               residual_gain=residual_gain)
             points.append({"alpha": alpha, "mode": mode,
                            **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline, options,

@@ -320,7 +320,8 @@ class Pipeline:
         parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
         out = []
         for mono, part in zip(monos, parts):
-            waves = self.codec.decode(part)[:, 0, :len(mono)].numpy()  # [K, L]
+            mixture = torch.from_numpy(mono)[None].to(part.device)  # [1, L]
+            waves = self.codec.decode_components(part[None], mixture)[0, :, :len(mono)].cpu().numpy()  # [K, L]
             waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
                                           self.sample_rate)
             out.append(Separation(components=waves, sample_rate=self.sample_rate, steps=steps,

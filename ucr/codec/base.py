@@ -54,6 +54,24 @@ class LatentCodec(abc.ABC):
         assert wave.shape == (latent.shape[0], 1, latent.shape[-1] * self.hop_length), wave.shape
         return wave
 
+    @torch.inference_mode()
+    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+        """Separated components ``parts [B, K, C, T]`` of the mixtures ``mixture [B, L]`` (audio, ``L <= T * hop``)
+        -> waveforms ``[B, K, T * hop_length]``. Every separation decodes through here. This default decodes each
+        component on its own and does not need the mixture; a codec whose latent drops what the mixture still
+        carries (a magnitude codec drops the phase) overrides it to decode against the mixture."""
+        self._check_components(parts, mixture)
+        B, K, C, T = parts.shape
+        return self.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)
+
+    def _check_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> None:
+        if parts.ndim != 4 or parts.shape[2] != self.channels or mixture.ndim != 2 or mixture.shape[0] != parts.shape[0]:
+            raise ValueError(f"decode_components expects parts [B, K, {self.channels}, T] and mixture [B, L], got "
+                             f"shapes {tuple(parts.shape)} and {tuple(mixture.shape)}")
+        if mixture.shape[-1] > parts.shape[-1] * self.hop_length:
+            raise ValueError(f"decode_components: the mixture has {mixture.shape[-1]} samples, more than the "
+                             f"{parts.shape[-1]} frames of the components cover ({parts.shape[-1] * self.hop_length})")
+
     @abc.abstractmethod
     def _encode(self, wave: torch.Tensor) -> torch.Tensor:
         """``[B, 1, T * hop]`` (already padded) -> ``[B, C, T]``."""
