@@ -12,15 +12,21 @@ from ucr.pipeline import Pipeline
 from ucr.train.tasks import build_decomposer_trainer
 
 
-@pytest.fixture
-def trained(slakh_root, tmp_path):
+def encode_train_and_test(slakh_root, tmp_path, codec, prefix: str = "cache") -> dict:
+    """The train and test splits of ``slakh_root`` encoded with stems by ``codec``: ``{split: cache path}``."""
     caches = {}
     for split in ("train", "test"):
-        caches[split] = str(tmp_path / f"cache_{split}")
+        caches[split] = str(tmp_path / f"{prefix}_{split}")
         settings = EncodeSettings(data_root=str(slakh_root), layout="slakh", split=split,
                                   sources=("Drums", "Bass"), mix="mean", sample_rate=SR, chunk_seconds=0.5,
                                   silence_rms=0.01, with_stems=True, tracks_per_shard=2)
-        encode_split(settings, MDCTCodec(), caches[split], progress=False)
+        encode_split(settings, codec, caches[split], progress=False)
+    return caches
+
+
+@pytest.fixture
+def trained(slakh_root, tmp_path):
+    caches = encode_train_and_test(slakh_root, tmp_path, MDCTCodec())
     config = load_config("smoke")
     build_decomposer_trainer(config, caches["train"], str(tmp_path / "run"), progress=False).fit()
     build_decomposer_trainer(config, caches["train"], str(tmp_path / "sup"), supervised=True, progress=False).fit()
@@ -145,13 +151,7 @@ def test_a_magnitude_latent_separates_through_the_mixtures_phase(slakh_root, tmp
     Griffin-Lim phase per stem would score far below it)."""
     from ucr.codec.stft import STFTMagnitudeCodec
 
-    caches = {}
-    for split in ("train", "test"):
-        caches[split] = str(tmp_path / f"mag_{split}")
-        settings = EncodeSettings(data_root=str(slakh_root), layout="slakh", split=split,
-                                  sources=("Drums", "Bass"), mix="mean", sample_rate=SR, chunk_seconds=0.5,
-                                  silence_rms=0.01, with_stems=True, tracks_per_shard=2)
-        encode_split(settings, STFTMagnitudeCodec(), caches[split], progress=False)
+    caches = encode_train_and_test(slakh_root, tmp_path, STFTMagnitudeCodec(), prefix="mag")
     build_decomposer_trainer(load_config("smoke", {"codec.name": "stft_mag"}), caches["train"],
                              str(tmp_path / "run"), progress=False).fit()
     pipeline = Pipeline.from_checkpoint(str(tmp_path / "run"))
