@@ -106,3 +106,16 @@ def test_shipped_search_spaces_give_valid_configs(space_file):
             section, field = key.split(".")
             assert getattr(getattr(config, section), field) == (tuple(value) if isinstance(value, list) else
                                                                 pytest.approx(value))
+
+
+def test_the_component_strides_spread_over_any_number_of_components():
+    for K, strides in ((2, (1, 8)), (3, (1, 3, 8)), (4, (1, 2, 4, 8))):
+        assert load_config("smoke", {"model.n_components": K, "model.slowest_component_stride": 8}).model.strides() \
+            == strides
+    assert load_config("smoke", {"model.n_components": 3}).model.strides() == (1, 1, 1)  # the paper
+    assert load_config("smoke", {"model.component_strides": [2, 1]}).model.strides() == (2, 1)
+    assert load_config("demo", {"model.n_components": 3}).model.strides() == (1, 3, 8)  # the demo's asymmetry, K = 3
+    with pytest.raises(ValueError, match="keep one"):
+        load_config("smoke", {"model.component_strides": [1, 8], "model.slowest_component_stride": 8})
+    with pytest.raises(ValueError, match="slowest_component_stride instead"):
+        load_config("smoke", {"model.n_components": 3, "model.component_strides": [1, 8]})

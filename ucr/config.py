@@ -188,6 +188,9 @@ class ModelConfig:
     # per-component strides (one per z_k; empty = component_stride for all): an asymmetry put in on purpose, e.g.
     # [1, 8] lets z_0 follow transients while z_1 can only follow slow changes (ours)
     component_strides: tuple[int, ...] = ()
+    # the same asymmetry as one number, for any K (ours): strides spread geometrically from 1 (z_0) to this
+    # (z_{K-1}), rounded: 8 gives [1, 8] for K = 2, [1, 3, 8] for K = 3, [1, 2, 4, 8] for K = 4; 1 = off
+    slowest_component_stride: int = 1
     # weight of the remix-consistency loss (ours; the paper: 0). The model, without gradients, separates the batch
     # in one pass at remix_alpha (blind residual rule); component k of example b is paired with component j of other
     # examples (an independent shuffle per component) into new mixtures, and the model must give those components
@@ -209,7 +212,14 @@ class ModelConfig:
             _is_int("model.component_strides[]", stride, 1, 256)
         if self.component_strides and len(self.component_strides) != self.n_components:
             raise ValueError(f"model.component_strides {list(self.component_strides)} must give one stride per "
-                             f"component (model.n_components = {self.n_components}), or be empty")
+                             f"component (model.n_components = {self.n_components}), or be empty (for any K, "
+                             f"set model.slowest_component_stride instead)")
+        _is_int("model.slowest_component_stride", self.slowest_component_stride, 1, 256)
+        given = [name for name, on in (("model.component_stride", self.component_stride > 1),
+                                       ("model.component_strides", bool(self.component_strides)),
+                                       ("model.slowest_component_stride", self.slowest_component_stride > 1)) if on]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} both set the strides of z: keep one")
         _positive_ints("model.encoder_channels", self.encoder_channels, min_len=0)
         _is_int("model.component_channels", self.component_channels, 1, 64)
         _positive_ints("model.unet_channels", self.unet_channels, min_len=1)
@@ -230,6 +240,16 @@ class ModelConfig:
             raise ValueError(f"model.unet_channels {list(self.unet_channels)} must all be divisible by "
                              f"model.groupnorm_groups = {self.groupnorm_groups}")
 
+    def strides(self) -> tuple[int, ...]:
+        """One stride per component z_k, from whichever of ``component_strides``, ``slowest_component_stride`` and
+        ``component_stride`` is set (all 1 when none is: the paper)."""
+        K = self.n_components
+        if self.component_strides:
+            return tuple(self.component_strides)
+        if self.slowest_component_stride > 1 and K > 1:
+            return tuple(round(self.slowest_component_stride ** (k / (K - 1))) for k in range(K))
+        return (self.component_stride,) * K
+
 
 # How a mixture is split into components (ucr.decomposer.Decomposer.separate):
 #   independent        the paper: the sampler runs the decoder on each z_k alone, from noise
@@ -245,7 +265,6 @@ SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_r
 #   none    the decoder's output as is
 #   wiener  soft masks |c_k|^2 / sum_j |c_j|^2 of the decoded components applied to the mixture's STFT (ours)
 POST_FILTERS = ("none", "wiener")
-
 
 @dataclass(frozen=True)
 class DiffusionConfig:

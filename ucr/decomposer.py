@@ -510,7 +510,7 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       dropout=model_config.dropout, groupnorm_groups=model_config.groupnorm_groups, stats=stats,
                       train_alpha_max=model_config.train_alpha_max,
                       z_decorrelation=model_config.z_decorrelation,
-                      component_stride=model_config.component_strides or model_config.component_stride,
+                      component_stride=model_config.strides(),
                       remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha,
                       loss_channel_power=model_config.loss_channel_power,
                       loss_channel_mix=model_config.loss_channel_mix,
