@@ -266,6 +266,7 @@ SEPARATION_MODES = ("independent", "mixture_consistent", "one_pass", "one_pass_r
 #   wiener  soft masks |c_k|^2 / sum_j |c_j|^2 of the decoded components applied to the mixture's STFT (ours)
 POST_FILTERS = ("none", "wiener")
 
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     """IADB (Heitz et al. 2023) settings shared by the decoder and the prior."""

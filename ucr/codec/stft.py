@@ -64,7 +64,6 @@ class STFTMagnitudeCodec(LatentCodec):
             spec = torch.polar(magnitude, self.spectrum(self.inverse(spec)).angle())
         return self.inverse(spec)[:, None]
 
-
     @torch.inference_mode()
     def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
         """Separated magnitudes ``parts [B, K, C, T]`` -> waveforms ``[B, K, T * hop]``: ratio masks on the complex
