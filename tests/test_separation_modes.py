@@ -174,6 +174,27 @@ def test_train_alpha_max_bounds_the_training_draws():
         load_config("smoke", {"model.train_alpha_max": 1.2})
 
 
+def test_train_alpha_power_favours_low_alpha_over_the_whole_range():
+    # alpha = u ** p, u ~ U(0, 1): E[alpha] = 1 / (p + 1), P(alpha < 1/2) = 2 ** (-1 / p), and the range stays [0, 1)
+    alphas = iadb.sample_alpha(40000, generator=torch.Generator().manual_seed(0), power=2.0)
+    assert abs(alphas.mean().item() - 1 / 3) < 0.005
+    assert abs((alphas < 0.5).float().mean().item() - 2 ** -0.5) < 0.01
+    assert alphas.max().item() > 0.95  # unlike train_alpha_max, the sampler's whole range is still trained
+    scaled = iadb.sample_alpha(40000, generator=torch.Generator().manual_seed(0), high=0.5, power=3.0)
+    assert abs(scaled.mean().item() - 0.5 / 4) < 0.003
+    with pytest.raises(ValueError, match="power"):
+        iadb.sample_alpha(4, power=0.0)
+    favoured = build_decomposer(load_config("smoke", {"model.train_alpha_power": 2.0}).model, latent_channels=8)
+    assert favoured.train_alpha_power == 2.0
+    mixture = torch.randn(2, 8, 16)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
+    paper.load_state_dict(favoured.state_dict())
+    assert not torch.allclose(favoured.loss(mixture, torch.Generator().manual_seed(3)),
+                              paper.loss(mixture, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="train_alpha_power"):
+        load_config("smoke", {"model.train_alpha_power": 0.0})
+
+
 def test_component_correlation_against_closed_forms():
     t = torch.linspace(0, 6.28, 64)
     base = torch.sin(t)

@@ -165,6 +165,9 @@ class ModelConfig:
     # clean input, where copying it is the easy (redundant) answer, so z must carry the decomposition; only the
     # one-pass separation modes (alpha* <= train_alpha_max) are then in the range it was trained on
     train_alpha_max: float = 1.0
+    # ... drawn as alpha = train_alpha_max * u ** train_alpha_power, u ~ U(0, 1) (ours; the paper: 1, uniform). Above 1
+    # the draw favours low alpha, where z must carry the decomposition, and still covers the range the sampler runs
+    train_alpha_power: float = 1.0
     # weight of a penalty on the squared correlation between the component latents z_k (ours; the paper: 0). A
     # symmetric, redundant decomposition (every z_k the same code) is free under the paper's loss; this makes it cost
     z_decorrelation: float = 0.0
@@ -231,6 +234,7 @@ class ModelConfig:
         _in_range("model.dropout", self.dropout, 0.0, 0.9)
         _is_int("model.groupnorm_groups", self.groupnorm_groups, 1, 64)
         _in_range("model.train_alpha_max", self.train_alpha_max, 0.0, 1.0, low_open=True)
+        _in_range("model.train_alpha_power", self.train_alpha_power, 0.25, 8.0)
         _in_range("model.z_decorrelation", self.z_decorrelation, 0.0, 100.0)
         _in_range("model.part_decorrelation", self.part_decorrelation, 0.0, 100.0)
         _in_range("model.loss_channel_power", self.loss_channel_power, 0.0, 2.0)

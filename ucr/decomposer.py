@@ -57,7 +57,8 @@ class Decomposer(nn.Module):
                  groupnorm_groups: int = 8, stats: LatentStats | None = None, train_alpha_max: float = 1.0,
                  z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
                  remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0,
-                 loss_channel_mix: float = 1.0, part_decorrelation: float = 0.0) -> None:
+                 loss_channel_mix: float = 1.0, part_decorrelation: float = 0.0,
+                 train_alpha_power: float = 1.0) -> None:
         super().__init__()
         if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
@@ -71,6 +72,8 @@ class Decomposer(nn.Module):
         self.component_strides = tuple(int(s) for s in strides)  # z_k held constant over blocks of frames; paper: 1
         if not 0.0 < train_alpha_max <= 1.0:
             raise ValueError(f"train_alpha_max must be in (0, 1], got {train_alpha_max}")
+        if not train_alpha_power > 0.0:
+            raise ValueError(f"train_alpha_power must be > 0, got {train_alpha_power}")
         if z_decorrelation < 0.0:
             raise ValueError(f"z_decorrelation must be >= 0, got {z_decorrelation}")
         self.z_decorrelation = float(z_decorrelation)  # weight of the z_k correlation penalty in loss(); paper: 0
@@ -83,7 +86,8 @@ class Decomposer(nn.Module):
         if not 0.0 <= loss_channel_mix <= 1.0:
             raise ValueError(f"loss_channel_mix must be in [0, 1], got {loss_channel_mix}")
         self.loss_channel_mix = float(loss_channel_mix)  # share of the var_c ** p weighting; the rest uniform
-        self.train_alpha_max = float(train_alpha_max)  # training draws alpha ~ U(0, train_alpha_max); paper: 1
+        self.train_alpha_max = float(train_alpha_max)  # training draws alpha in [0, train_alpha_max); paper: 1
+        self.train_alpha_power = float(train_alpha_power)  # alpha = max * u ** power; paper: 1 (uniform)
         self.latent_channels = latent_channels
         self.n_components = n_components
         self.time_multiple = 2 ** (len(unet_channels) - 1)
@@ -153,7 +157,7 @@ class Decomposer(nn.Module):
         self._check(mixture)
         x = self.normalize(mixture)
         z = self.components(x)  # [B, K, Cz, T]
-        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max, self.train_alpha_power)
         parts = self.denoise_each(x_alpha, alpha, z)  # [B, K, C, T]
         weights = self.channel_loss_weights(x.shape[0])  # [B, C, 1] or None
         loss = iadb.x0_loss(self.compose(parts), x, weights)
@@ -215,7 +219,8 @@ class Decomposer(nn.Module):
         (normalised) -> ``[B]``.
         """
         remixed, targets = self.remix_targets(x, generator)
-        x_alpha, alpha, _noise = iadb.training_inputs(remixed, generator, self.train_alpha_max)
+        x_alpha, alpha, _noise = iadb.training_inputs(remixed, generator, self.train_alpha_max,
+                                                             self.train_alpha_power)
         weights = self.channel_loss_weights(x.shape[0])  # [B, C, 1] or None: the weighting of :meth:`loss`
         return iadb.x0_loss(self.denoise_each(x_alpha, alpha, self.components(remixed)), targets,
                             None if weights is None else weights[:, None])
@@ -237,7 +242,7 @@ class Decomposer(nn.Module):
         x = self.normalize(mixture)
         z = self.components(x)
         targets = self.normalize(sources)  # [B, K, C, T] (normalisation is per channel, broadcast over K)
-        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max)
+        x_alpha, alpha, _noise = iadb.training_inputs(x, generator, self.train_alpha_max, self.train_alpha_power)
         weights = self.channel_loss_weights(B)  # [B, C, 1] or None; the same channel weighting as :meth:`loss`
         return iadb.x0_loss(self.denoise_each(x_alpha, alpha, z), targets,
                             None if weights is None else weights[:, None])
@@ -514,4 +519,5 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       remix_weight=model_config.remix_weight, remix_alpha=model_config.remix_alpha,
                       loss_channel_power=model_config.loss_channel_power,
                       loss_channel_mix=model_config.loss_channel_mix,
-                      part_decorrelation=model_config.part_decorrelation)
+                      part_decorrelation=model_config.part_decorrelation,
+                      train_alpha_power=model_config.train_alpha_power)

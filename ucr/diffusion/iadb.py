@@ -62,19 +62,25 @@ def blend(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.T
 
 
 def sample_alpha(batch: int, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, high: float = 1.0) -> torch.Tensor:
-    """``[B]`` blending factors drawn uniformly from [0, high); ``high = 1`` is the paper's training distribution."""
+                 device: torch.device | str | None = None, high: float = 1.0, power: float = 1.0) -> torch.Tensor:
+    """``[B]`` blending factors ``alpha = high * u ** power`` with ``u ~ U(0, 1)``.
+
+    ``high = 1, power = 1`` is the paper's training distribution (uniform). ``power > 1`` keeps the whole range
+    [0, high) but favours low alpha (the mean is ``high / (power + 1)``; ``P(alpha < high / 2) = 0.5 ** (1 / power)``).
+    """
     if not 0.0 < high <= 1.0:
         raise ValueError(f"the upper bound of alpha must be in (0, 1], got {high}")
+    if not power > 0.0:
+        raise ValueError(f"the power of the alpha draw must be > 0, got {power}")
     source = generator.device if generator is not None else device
-    alpha = torch.rand(batch, generator=generator, device=source) * high
+    alpha = torch.rand(batch, generator=generator, device=source).pow(power) * high
     return alpha.to(device) if device is not None else alpha
 
 
-def training_inputs(x0: torch.Tensor, generator: torch.Generator | None = None, alpha_max: float = 1.0
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_inputs(x0: torch.Tensor, generator: torch.Generator | None = None, alpha_max: float = 1.0,
+                    alpha_power: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training draw for clean ``x0 [B, ...]``: returns ``(x_alpha [B, ...], alpha [B], noise [B, ...])``,
-    with ``alpha ~ U(0, alpha_max)``.
+    with ``alpha = alpha_max * u ** alpha_power``, ``u ~ U(0, 1)`` (:func:`sample_alpha`).
 
     Random numbers are drawn on the generator's device and moved to ``x0``'s, so a CPU generator reproduces the same
     draw whatever device trains.
@@ -82,7 +88,8 @@ def training_inputs(x0: torch.Tensor, generator: torch.Generator | None = None, 
     if x0.ndim < 2:
         raise ValueError(f"x0 must be [B, ...] with at least 2 dims, got shape {tuple(x0.shape)}")
     source = generator.device if generator is not None else x0.device
-    alpha = sample_alpha(x0.shape[0], generator=generator, device=source, high=alpha_max).to(x0.device)  # [B]
+    alpha = sample_alpha(x0.shape[0], generator=generator, device=source, high=alpha_max,
+                         power=alpha_power).to(x0.device)  # [B]
     noise = torch.randn(x0.shape, generator=generator, device=source, dtype=x0.dtype).to(x0.device)  # [B, ...]
     return blend(x0, noise, alpha), alpha, noise
 
