@@ -9,7 +9,7 @@ import torch
 
 from ucr.codec import MDCTCodec, LatentStats, build_codec
 from ucr.codec.encodec import EncodecCodec, WeightsNotFoundError, load_encodec_model
-from ucr.config import CodecConfig
+from ucr.config import CodecConfig, load_config
 
 
 # ---------------------------------------------------------------------------------------------- MDCT
@@ -201,6 +201,26 @@ def test_separated_components_decode_against_the_mixture_where_the_latent_drops_
         codec.decode_components(stems, torch.zeros(1, 15 * 320 + 1))
     with pytest.raises(ValueError, match=r"parts \[B, K, 321, T\]"):
         codec.decode_components(stems[0], mixture)
+
+
+def test_the_mask_power_sharpens_the_masks_and_keeps_their_sum():
+    # magnitudes 3 and 1 in every bin: ratio masks 3/4 and 1/4 (power 1), 9/10 and 1/10 (power 2), the same gain
+    # in every bin, so each component is exactly that fraction of the mixture
+    codec = build_codec(CodecConfig(name="stft_mag"))
+    mixture = torch.randn(1, 15 * 320, generator=torch.Generator().manual_seed(0))
+    parts = torch.stack([torch.full((codec.channels, 15), 3.0), torch.ones(codec.channels, 15)])[None]  # [1, 2, C, T]
+    for power, share in ((1.0, 0.75), (2.0, 0.9), (0.5, 3 ** 0.5 / (3 ** 0.5 + 1))):
+        waves = codec.decode_components(parts, mixture, mask_power=power)
+        torch.testing.assert_close(waves[0, 0], share * mixture[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(waves.sum(1), mixture, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="mask_power"):
+        codec.decode_components(parts, mixture, mask_power=0.0)
+    with pytest.raises(ValueError, match="diffusion.mask_power"):
+        load_config("smoke", {"diffusion.mask_power": 0.0})
+    mdct = build_codec(CodecConfig(name="mdct"))  # no masks: the power changes nothing
+    latent = torch.randn(1, 2, mdct.channels, 15, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mdct.decode_components(latent, mixture, mask_power=2.0),
+                               mdct.decode_components(latent, mixture))
 
 
 def test_stft_if_codec_is_exact_and_steady_partials_are_constants():

@@ -358,7 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
-                          residual_gain=args.residual_gain,
+                          residual_gain=args.residual_gain, mask_power=args.mask_power,
                           post_filter=args.post_filter,
                           curve_chunks=args.curve_chunks, alignment_delay=args.alignment_delay,
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
@@ -622,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--residual-gain", choices=["least_squares", "unit"],
                           help="one_pass_residual: fit the kept components' gains to the mixture, or keep them as "
                                "decoded (default: diffusion.residual_gain)")
+    evaluate.add_argument("--mask-power", type=float,
+                          help="codecs that decode separations as masks on the mixture (stft_mag): the power of the "
+                               "component magnitudes in the masks, 1 = magnitude ratio, 2 = power ratio (default: "
+                               "diffusion.mask_power)")
     evaluate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
                                "the mixture's STFT); default: the model's diffusion.post_filter")

@@ -285,6 +285,9 @@ class DiffusionConfig:
     # phase on some models, not all: docs/results/research R)
     residual_gain: str = "least_squares"
     post_filter: str = "none"  # one of POST_FILTERS, on the decoded waveforms; "none" is the paper's
+    # codecs that decode separations as masks on the mixture (stft_mag): the components' magnitudes are raised to
+    # this power before the ratio masks are formed (1: ratio of magnitudes; 2: of powers, Wiener-like; ours)
+    mask_power: float = 1.0
 
     def __post_init__(self) -> None:
         _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
@@ -294,6 +297,7 @@ class DiffusionConfig:
         _in_range("diffusion.one_pass_alpha", self.one_pass_alpha, 0.0, 1.0)
         _is_int("diffusion.one_pass_draws", self.one_pass_draws, 1, 256)
         _one_of("diffusion.residual_gain", self.residual_gain, list(RESIDUAL_GAINS))
+        _in_range("diffusion.mask_power", self.mask_power, 0.25, 8.0)
 
 
 @dataclass(frozen=True)

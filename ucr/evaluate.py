@@ -42,6 +42,7 @@ class EvalOptions:
     alpha: float | None = None  # one-pass blend level (None: the model's diffusion.one_pass_alpha)
     draws: int | None = None  # one-pass noise draws (None: the model's diffusion.one_pass_draws)
     residual_gain: str | None = None  # one_pass_residual's gains (None: the model's diffusion.residual_gain)
+    mask_power: float | None = None  # the masks' power, codecs that decode as masks (None: diffusion.mask_power)
     post_filter: str | None = None  # waveform post-filter (None: the model's diffusion.post_filter)
     alpha_curve: tuple[float, ...] = ()  # also score the one-pass modes at these alpha* (on curve_chunks)
     # also score the model on the inputs delayed by this many samples (None: half the codec's hop + 1, off every
@@ -64,10 +65,11 @@ class MethodOutputs:
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
                      length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
                      post_filter: str = "none", *, mixtures: np.ndarray, sample_rate: int = 0,
-                     progress: str | None = None, residual_gain: str = "least_squares"
+                     progress: str | None = None, residual_gain: str = "least_squares", mask_power: float = 1.0
                      ) -> tuple[list[np.ndarray], float]:
     """``latents [N, C, T]`` of the mixtures ``mixtures [N, L]`` -> list of component waves ``[K, L]`` and the
-    compute seconds. The codec decodes the components against the mixtures (``decode_components``), and a
+    compute seconds. The codec decodes the components against the mixtures (``decode_components``, masks to the
+    power ``mask_power`` where the codec decodes as masks), and a
     ``post_filter`` other than "none" filters them against the mixtures, as the pipeline does.
     ``progress``: the label of a bar per chunk on stderr (None: no bar).
 
@@ -83,7 +85,7 @@ def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int,
     for i in range(0, len(latents), batch_size):
         parts = all_parts[i:i + batch_size]
         mixture = torch.as_tensor(np.asarray(mixtures[i:i + batch_size]), dtype=torch.float32)  # [B, L]
-        waves = codec.decode_components(parts, mixture)[..., :length]  # [B, K, L]
+        waves = codec.decode_components(parts, mixture, mask_power)[..., :length]  # [B, K, L]
         out.extend(waves.numpy())
     if post_filter != "none":
         out = [baselines.post_filter(post_filter, mixture, parts, sample_rate) for mixture, parts in zip(mixtures, out)]
@@ -97,7 +99,8 @@ def _settings(pipeline, options: EvalOptions) -> dict:
             "alpha": diffusion.one_pass_alpha if options.alpha is None else options.alpha,
             "draws": diffusion.one_pass_draws if options.draws is None else options.draws,
             "post_filter": options.post_filter or diffusion.post_filter,
-            "residual_gain": options.residual_gain or diffusion.residual_gain}
+            "residual_gain": options.residual_gain or diffusion.residual_gain,
+            "mask_power": diffusion.mask_power if options.mask_power is None else options.mask_power}
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
@@ -308,7 +311,8 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
     waves, _ = _separate_chunks(model, codec, latents, steps, seed, 8, references.shape[-1],
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
                                 config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures=mixtures,
-                                sample_rate=codec.sample_rate, residual_gain=config.diffusion.residual_gain)
+                                sample_rate=codec.sample_rate, residual_gain=config.diffusion.residual_gain,
+                                mask_power=config.diffusion.mask_power)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -373,13 +377,14 @@ def alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     parameter (a diagnostic: near alpha = 1 the decoder sees the clean mixture and need not separate)."""
     n = min(options.curve_chunks, len(mixture_latents))
     L = stem_waves.shape[-1]
-    draws, residual_gain = (_settings(pipeline, options)[key] for key in ("draws", "residual_gain"))
+    draws, residual_gain, mask_power = (_settings(pipeline, options)[key]
+                                        for key in ("draws", "residual_gain", "mask_power"))
     points = []
     for alpha in options.alpha_curve:
         for mode in ("one_pass", "one_pass_residual"):
             waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], 1, options.seed,
                                               options.batch_size, L, mode, alpha, draws, mixtures=mixtures[:n],
-                                              residual_gain=residual_gain)
+                                              residual_gain=residual_gain, mask_power=mask_power)
             points.append({"alpha": alpha, "mode": mode,
                            **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline, options,
                                           source_names)})

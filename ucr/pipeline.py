@@ -321,7 +321,8 @@ class Pipeline:
         out = []
         for mono, part in zip(monos, parts):
             mixture = torch.from_numpy(mono)[None].to(part.device)  # [1, L]
-            waves = self.codec.decode_components(part[None], mixture)[0, :, :len(mono)].cpu().numpy()  # [K, L]
+            waves = self.codec.decode_components(part[None], mixture, self.config.diffusion.mask_power
+                                                 )[0, :, :len(mono)].cpu().numpy()  # [K, L]
             waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
                                           self.sample_rate)
             out.append(Separation(components=waves, sample_rate=self.sample_rate, steps=steps,

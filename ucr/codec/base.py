@@ -55,11 +55,13 @@ class LatentCodec(abc.ABC):
         return wave
 
     @torch.inference_mode()
-    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor, mask_power: float = 1.0
+                          ) -> torch.Tensor:
         """Separated components ``parts [B, K, C, T]`` of the mixtures ``mixture [B, L]`` (audio, ``L <= T * hop``)
         -> waveforms ``[B, K, T * hop_length]``. Every separation decodes through here. This default decodes each
         component on its own and does not need the mixture; a codec whose latent drops what the mixture still
-        carries (a magnitude codec drops the phase) overrides it to decode against the mixture."""
+        carries (a magnitude codec drops the phase) overrides it to decode against the mixture, as masks whose
+        sharpness ``mask_power`` sets (``diffusion.mask_power``; codecs that decode without masks ignore it)."""
         self._check_components(parts, mixture)
         B, K, C, T = parts.shape
         return self.decode(parts.reshape(B * K, C, T)).reshape(B, K, -1)

@@ -65,22 +65,27 @@ class STFTMagnitudeCodec(LatentCodec):
         return self.inverse(spec)[:, None]
 
     @torch.inference_mode()
-    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor, mask_power: float = 1.0
+                          ) -> torch.Tensor:
         """Separated magnitudes ``parts [B, K, C, T]`` -> waveforms ``[B, K, T * hop]``: ratio masks on the complex
-        STFT of ``mixture [B, L]`` (:func:`mask_decode`), so the components keep the mixture's phase and sum to it,
-        instead of each taking a Griffin-Lim phase of its own."""
+        STFT of ``mixture [B, L]`` (:func:`mask_decode`, magnitudes to the power ``mask_power``), so the components
+        keep the mixture's phase and sum to it, instead of each taking a Griffin-Lim phase of its own."""
         self._check_components(parts, mixture)
         length = parts.shape[-1] * self.hop_length
         padded = torch.nn.functional.pad(mixture.float(), (0, length - mixture.shape[-1]))
-        return mask_decode(self, parts.float(), padded)
+        return mask_decode(self, parts.float(), padded, mask_power)
 
 
 def mask_decode(codec: STFTMagnitudeCodec, parts: torch.Tensor, mixture_wave: torch.Tensor,
-                eps: float = 1e-8) -> torch.Tensor:
+                mask_power: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
     """Components' magnitudes ``parts [B, K, C, T]`` -> waveforms ``[B, K, T * hop]`` that sum to the mixture:
-    ratio masks ``max(p_k, 0) / sum_j max(p_j, 0)`` applied to the complex STFT of ``mixture_wave [B, T * hop]``;
-    a bin where no component is positive is shared equally, so nothing of the mixture is dropped."""
-    magnitude = parts.clamp(min=0)
+    ratio masks ``m_k = max(p_k, 0) ** q / sum_j max(p_j, 0) ** q`` (``q = mask_power``: 1 the ratio of magnitudes,
+    2 of powers, the Wiener gain for uncorrelated sources; larger q, harder masks) applied to the complex STFT of
+    ``mixture_wave [B, T * hop]``; a bin where no component is positive is shared equally, so nothing of the
+    mixture is dropped."""
+    if not mask_power > 0.0:
+        raise ValueError(f"mask_power must be > 0, got {mask_power}")
+    magnitude = parts.clamp(min=0).pow(mask_power)
     total = magnitude.sum(dim=1, keepdim=True)
     masks = torch.where(total > eps, magnitude / total.clamp(min=eps), 1.0 / parts.shape[1])  # [B, K, C, T]
     spec = codec.spectrum(mixture_wave)  # [B, C, T]
@@ -130,8 +135,10 @@ class STFTPhaseCodec(STFTMagnitudeCodec):
         deviation = torch.remainder(advance + torch.pi, 2 * torch.pi) - torch.pi  # princarg, in [-pi, pi)
         return torch.cat([compressed, compressed * (deviation / torch.pi).float()], dim=1)
 
-    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-        """Each component through its own integrated phase (this latent carries one): the default decoding."""
+    def decode_components(self, parts: torch.Tensor, mixture: torch.Tensor, mask_power: float = 1.0
+                          ) -> torch.Tensor:
+        """Each component through its own integrated phase (this latent carries one): the default decoding, no
+        masks (``mask_power`` is ignored)."""
         return LatentCodec.decode_components(self, parts, mixture)
 
     def _decode(self, latent: torch.Tensor) -> torch.Tensor:
