@@ -114,7 +114,8 @@ def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_p
                       log=lambda _: None)
     assert "alignment_check" not in report  # 0 turns the check off
     assert report["separation_settings"] == {"mode": "one_pass_residual", "alpha": 0.3, "draws": 4,
-                                             "post_filter": "none", "residual_gain": "least_squares"}
+                                             "post_filter": "none", "residual_gain": "least_squares",
+                                             "mask_power": 1.0}
     d = report["diagnostics"]
     matrix = np.array(d["component_x_source"])
     assert matrix.shape == (2, 2) and np.isfinite(matrix).all()
