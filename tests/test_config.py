@@ -77,6 +77,11 @@ def test_crop_must_fit_the_unet_and_the_chunk():
         load_config("demo", ["data.crop_frames=126"])  # demo U-Net has 3 levels: divisible by 4
     with pytest.raises(ValueError, match="longer than a chunk"):
         load_config("demo", ["data.crop_frames=1024"])
+    # a chunk is counted in the codec's frames: 4 s are 300 frames at hop 320 (75 Hz), 150 at hop 640 (37.5 Hz)
+    assert load_config("demo", ["codec.hop_length=320", "data.crop_frames=152"]).data.crop_frames == 152
+    assert load_config("demo", ["codec.hop_length=640", "data.crop_frames=148"]).data.crop_frames == 148
+    with pytest.raises(ValueError, match=r"150 frames at 37.5 Hz"):
+        load_config("demo", ["codec.hop_length=640", "data.crop_frames=152"])
 
 
 def test_unknown_preset_lists_shipped_ones(tmp_path):

@@ -400,9 +400,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.replace("-", "_").replace(".", "_").isidentifier():
             raise ValueError(f"name = {self.name!r}: use letters, digits, '_', '-' or '.'")
-        if self.data.crop_frames > round(self.data.chunk_seconds * 75) and self.data.chunk_seconds > 0:
+        frame_rate = self.data.sample_rate / self.codec.hop_length  # latent frames per second
+        chunk_frames = round(self.data.chunk_seconds * frame_rate)
+        if self.data.crop_frames > chunk_frames and self.data.chunk_seconds > 0:
             raise ValueError(f"data.crop_frames = {self.data.crop_frames} is longer than a chunk "
-                             f"({self.data.chunk_seconds} s = {round(self.data.chunk_seconds * 75)} frames at 75 Hz)")
+                             f"({self.data.chunk_seconds} s = {chunk_frames} frames at {frame_rate:g} Hz, "
+                             f"codec.hop_length {self.codec.hop_length})")
         downsample = 2 ** (len(self.model.unet_channels) - 1)
         if self.data.crop_frames % downsample:
             raise ValueError(f"data.crop_frames = {self.data.crop_frames} must be divisible by {downsample} "
