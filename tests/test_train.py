@@ -168,6 +168,15 @@ def test_supervised_reference_trains(train_cache, tmp_path):
     assert ckpt.load(str(tmp_path / "sup"))["kind"] == "supervised"
 
 
+def test_a_cache_of_another_codec_is_refused_before_training(train_cache, tmp_path):
+    # the cache holds the MDCT at hop 320; a run configured at hop 640 (or in another codec) would train a model
+    # that its own config's codec cannot load
+    for override, named in (({"codec.hop_length": 640}, "hop_length 640"), ({"codec.name": "stft_mag"}, "stft_mag")):
+        with pytest.raises(ValueError, match=f"holds latents of codec mdct-sr24000-hop320.*{named}"):
+            build_decomposer_trainer(tiny(**override), train_cache, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "x.pt"
     bogus.write_bytes(b"nope")

@@ -13,7 +13,15 @@ from ucr.train.loop import Hooks, Trainer
 
 
 def open_training_cache(cache_uri: str, config) -> LatentCache:
+    """The training split's cache, refused when its chunks are shorter than a crop or, for the analytic codecs
+    (cheap to build), when it was encoded with another codec than ``config.codec`` (e.g. another hop): a model
+    trained on it would not load in its own config's codec. EnCodec caches are checked when the model is loaded."""
     cache = LatentCache(resolve_cache(cache_uri, "train"))
+    if config.codec.name != "encodec":
+        from ucr.codec import build_codec
+
+        cache.require_codec(build_codec(config.codec).fingerprint,
+                            f"this run (codec.name {config.codec.name}, codec.hop_length {config.codec.hop_length})")
     if cache.frames_per_chunk < config.data.crop_frames:
         raise ValueError(f"data.crop_frames = {config.data.crop_frames} but the cache at {cache_uri} holds chunks of "
                          f"{cache.frames_per_chunk} frames; lower data.crop_frames or re-encode with longer chunks")
