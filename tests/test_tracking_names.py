@@ -21,7 +21,8 @@ def test_params_leave_out_what_does_not_apply():
     for key in ("codec.weights", "codec.bandwidth", "codec.latent_kind", "model.remix_alpha", "train.init_from"):
         assert key not in mdct, key
     assert "diffusion.one_pass_alpha" in mdct  # the demo separates in one pass: it applies
-    encodec = relevant_params(load_config("demo", {"codec.name": "encodec", "diffusion.separation": "independent",
+    encodec = relevant_params(load_config("demo", {"codec.name": "encodec", "codec.hop_length": 320,
+                                                   "diffusion.separation": "independent",
                                                    "model.remix_weight": 0.5}))
     assert encodec["codec.weights"] == "facebook/encodec_24khz" and "model.remix_alpha" in encodec
     assert "diffusion.one_pass_alpha" not in encodec
