@@ -154,20 +154,25 @@ def test_config_accepts_the_new_modes_and_rejects_bad_settings():
         load_config("smoke", {"diffusion.one_pass_draws": 0})
 
 
+def _changes_the_loss(overrides: dict):
+    """A smoke decomposer built with ``overrides``, after checking that its loss differs from the paper's settings'
+    on the same weights, batch and generator seed (so the setting reaches the training draw)."""
+    changed = build_decomposer(load_config("smoke", overrides).model, latent_channels=8)
+    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
+    paper.load_state_dict(changed.state_dict())
+    mixture = torch.randn(2, 8, 16)
+    assert not torch.allclose(changed.loss(mixture, torch.Generator().manual_seed(3)),
+                              paper.loss(mixture, torch.Generator().manual_seed(3)))
+    return changed
+
+
 def test_train_alpha_max_bounds_the_training_draws():
     alphas = iadb.sample_alpha(20000, generator=torch.Generator().manual_seed(0), high=0.4)
     assert alphas.max().item() < 0.4 and abs(alphas.mean().item() - 0.2) < 0.005  # U(0, 0.4): mean 0.2
     with pytest.raises(ValueError, match="upper bound"):
         iadb.sample_alpha(4, high=0.0)
-    narrow = build_decomposer(load_config("smoke", {"model.train_alpha_max": 0.5}).model, latent_channels=8)
-    assert narrow.train_alpha_max == 0.5
     # the loss uses the bound: the same generator seed draws alpha scaled by 0.5, so the blended input differs
-    mixture = torch.randn(2, 8, 16)
-    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
-    paper.load_state_dict(narrow.state_dict())
-    a = narrow.loss(mixture, torch.Generator().manual_seed(3))
-    b = paper.loss(mixture, torch.Generator().manual_seed(3))
-    assert not torch.allclose(a, b)
+    assert _changes_the_loss({"model.train_alpha_max": 0.5}).train_alpha_max == 0.5
     with pytest.raises(ValueError, match="train_alpha_max"):
         load_config("smoke", {"model.train_alpha_max": 0.0})
     with pytest.raises(ValueError, match="train_alpha_max"):
@@ -184,13 +189,7 @@ def test_train_alpha_power_favours_low_alpha_over_the_whole_range():
     assert abs(scaled.mean().item() - 0.5 / 4) < 0.003
     with pytest.raises(ValueError, match="power"):
         iadb.sample_alpha(4, power=0.0)
-    favoured = build_decomposer(load_config("smoke", {"model.train_alpha_power": 2.0}).model, latent_channels=8)
-    assert favoured.train_alpha_power == 2.0
-    mixture = torch.randn(2, 8, 16)
-    paper = build_decomposer(load_config("smoke").model, latent_channels=8)
-    paper.load_state_dict(favoured.state_dict())
-    assert not torch.allclose(favoured.loss(mixture, torch.Generator().manual_seed(3)),
-                              paper.loss(mixture, torch.Generator().manual_seed(3)))
+    assert _changes_the_loss({"model.train_alpha_power": 2.0}).train_alpha_power == 2.0
     with pytest.raises(ValueError, match="train_alpha_power"):
         load_config("smoke", {"model.train_alpha_power": 0.0})
 
