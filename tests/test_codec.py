@@ -280,8 +280,13 @@ def test_codec_evaluate_table_on_stems(slakh_root, tmp_path, capsys):
     assert rows["mdct"]["si_sdr_db"] > 60 and rows["mdct"]["composition_error"] < 1e-5
     assert rows["stft_if"]["si_sdr_db"] > 60 and rows["stft_if"]["composition_error"] > 0.05
     assert rows["mdct"]["excerpts"] == 2 and "| stft_if | 642 x 75 | exact |" in (out / "report.md").read_text()
+    assert main(["codec", "evaluate", "--data", str(slakh_root), "--split", "train", "--codecs", "stft_mag",
+                 "--excerpts", "1", "--seconds", "0.5", "--hop-length", "640", "--out", str(out)]) == 0
+    assert "| stft_mag | 641 x 37.5 |" in (out / "report.md").read_text()  # the hop reaches the codec
     assert main(["codec", "evaluate", "--data", str(slakh_root), "--codecs", "mdct,wavelet"]) == 2
     assert "choose among" in capsys.readouterr().err
+    assert main(["codec", "evaluate", "--data", str(slakh_root), "--codecs", "mdct", "--hop-length", "321"]) == 2
+    assert "must be even" in capsys.readouterr().err
 
 
 def test_codec_hop_length_sets_the_analytic_codecs_framing():

@@ -86,7 +86,9 @@ def cmd_codec_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--excerpts must be at least 1 and --seconds positive")
     rows, excerpts = {}, {}
     for name in names:
-        codec = build_codec(CodecConfig(name=name, weights=args.weights, latent_kind=args.latent_kind))
+        hop = 320 if name == "encodec" else args.hop_length  # EnCodec's framing is fixed
+        codec = build_codec(CodecConfig(name=name, weights=args.weights, latent_kind=args.latent_kind,
+                                        hop_length=hop))
         if codec.sample_rate not in excerpts:
             excerpts[codec.sample_rate] = load_excerpts(args.data, args.split, tuple(args.sources.split(",")),
                                                         codec.sample_rate, args.excerpts, args.seconds)
@@ -495,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "continuous")
     ev.add_argument("--excerpts", type=int, default=16, help="one excerpt per track, this many tracks (default 16)")
     ev.add_argument("--seconds", type=float, default=4.0, help="excerpt length (default 4)")
+    ev.add_argument("--hop-length", type=int, default=320,
+                    help="samples per latent frame of the analytic codecs (mdct, stft_mag, stft_if; default 320 = "
+                         "EnCodec's 75 Hz; the demo and cpu presets use 640); EnCodec stays at 320")
     ev.add_argument("--out", help="folder for report.json and report.md")
     ev.set_defaults(handler=cmd_codec_evaluate)
 
