@@ -115,7 +115,7 @@ def test_one_pass_residual_report_has_diagnostics_and_alpha_curve(trained, tmp_p
     assert "alignment_check" not in report  # 0 turns the check off
     assert report["separation_settings"] == {"mode": "one_pass_residual", "alpha": 0.3, "draws": 4,
                                              "post_filter": "none", "residual_gain": "least_squares",
-                                             "mask_power": 1.0}
+                                             "mask_power": 1.0, "shifts": 1}
     d = report["diagnostics"]
     matrix = np.array(d["component_x_source"])
     assert matrix.shape == (2, 2) and np.isfinite(matrix).all()
@@ -161,9 +161,36 @@ def test_a_magnitude_latent_separates_through_the_mixtures_phase(slakh_root, tmp
         components = pipeline.separate(wave, SR, steps=2, mode=mode).components  # [K, L]
         assert components.shape == (2, 5000)
         np.testing.assert_allclose(components.sum(0), wave, atol=1e-5)
+    shifted = pipeline.separate(wave, SR, shifts=2).components  # the shift trick keeps the sum and changes the split
+    np.testing.assert_allclose(shifted.sum(0), wave, atol=1e-5)
+    assert np.abs(shifted - pipeline.separate(wave, SR).components).max() > 1e-4
     report = evaluate(pipeline, caches["test"], str(tmp_path / "report"),
                       EvalOptions(mode="one_pass", nmf=False, irm=False, window_seconds=0.25, hop_seconds=0.125,
                                   alignment_delay=0), log=lambda _: None)
     ceiling = [row["si_sdr"]["mean"] for row in report["results"] if row["method"] == "codec ceiling"
                and row["reference"] == "original" and row["protocol"] == "whole"]
     assert len(ceiling) == 2 and min(ceiling) > 5.0, ceiling
+    # the evaluation's shift trick: the mean of the separations of the mixture delayed by 0 and hop / 2 samples
+    import torch
+
+    from ucr.data.latents import LatentCache
+    from ucr.evaluate import _separate_chunks
+
+    report = evaluate(pipeline, caches["test"], str(tmp_path / "report2"),
+                      EvalOptions(mode="one_pass", nmf=False, irm=False, window_seconds=0.25, hop_seconds=0.125,
+                                  alignment_delay=0, max_chunks=1, shifts=2, audio_examples=1), log=lambda _: None)
+    assert report["separation_settings"]["shifts"] == 2
+    item, codec = LatentCache(caches["test"]).item(0), pipeline.codec
+    mixture = item["mixture_wave"][None]  # [1, L]
+    L = mixture.shape[-1]
+    padded = torch.nn.functional.pad(mixture, (0, -L % codec.hop_length))
+    runs = []
+    for offset in (0, codec.hop_length // 2):
+        delayed = torch.roll(padded, offset, dims=-1)
+        waves, _ = _separate_chunks(pipeline.model, codec, codec.encode(delayed[:, None]), 1, 0, 8,
+                                    delayed.shape[-1], "one_pass", 0.3, 4, mixtures=delayed.numpy())
+        runs.append(np.roll(waves[0], -offset, axis=-1)[:, :L])
+    waves, _ = _separate_chunks(pipeline.model, codec, item["mixture"][None], 1, 0, 8, L, "one_pass", 0.3, 4,
+                                mixtures=mixture.numpy(), shifts=2)
+    np.testing.assert_allclose(waves[0], (runs[0] + runs[1]) / 2, atol=1e-6)
+    assert np.abs(waves[0] - runs[0]).max() > 1e-4

@@ -411,3 +411,42 @@ def test_a_frozen_remix_teacher_makes_the_targets():
     assert set(model.state_dict()) == set(tiny_model(2).state_dict())  # not saved with the model
     with pytest.raises(ValueError, match="remix_teacher"):
         load_config("smoke", {"model.remix_teacher": "ema"})
+
+
+def test_shift_offsets_spread_over_one_frame():
+    from ucr.pipeline import shift_offsets
+
+    assert shift_offsets(640, 1) == [0]
+    assert shift_offsets(640, 2) == [0, 320]
+    assert shift_offsets(640, 4) == [0, 160, 320, 480]
+
+
+def test_the_shift_trick_averages_framings_and_undoes_its_delays():
+    """A separation that gates each frame's first half to component 0 and its second half to component 1: one
+    framing gives a hard split, two framings half a frame apart average to [x/2, x/2] exactly; a separation that
+    does not depend on the framing comes back unchanged for any lengths (delays undone, padding cut)."""
+    from ucr.pipeline import average_over_shifts
+
+    hop = 4
+    gate = torch.tensor([1.0, 1.0, 0.0, 0.0])
+
+    def framed(mixtures):  # [L'] -> [2, L'], L' a multiple of hop
+        g = gate.repeat(mixtures[0].shape[-1] // hop)
+        return [torch.stack([m * g, m * (1 - g)]) for m in mixtures]
+
+    x = torch.randn(10)
+    one = average_over_shifts(framed, [x], hop, 1)[0]
+    torch.testing.assert_close(one[0], x * gate.repeat(3)[:10])
+    torch.testing.assert_close(average_over_shifts(framed, [x], hop, 2)[0], torch.stack([x / 2, x / 2]))
+
+    def split(mixtures):
+        return [torch.stack([0.25 * m, 0.75 * m]) for m in mixtures]
+
+    inputs = [torch.randn(9), torch.randn(13)]
+    for shifts in (1, 3):
+        for got, m in zip(average_over_shifts(split, inputs, hop, shifts), inputs):
+            torch.testing.assert_close(got, torch.stack([0.25 * m, 0.75 * m]))
+    with pytest.raises(ValueError, match="shifts must be a whole number"):
+        average_over_shifts(split, inputs, hop, 0)
+    with pytest.raises(ValueError, match="diffusion.shifts"):
+        load_config("smoke", {"diffusion.shifts": 0})

@@ -214,6 +214,8 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         return _run_trainer(trainer, args, "train-prior", tracker, "prior")
 
 
+SHIFTS_HELP = ("the shift trick: separate N times, the input delayed by multiples of hop / N samples, and average "
+               "(N x the decoder passes; default: the model's diffusion.shifts)")
 DEVICE_HELP = "auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N"
 
 
@@ -314,7 +316,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             raise ValueError(f"{track}: MP3 cannot store its rate, {out_rate} Hz; add --sr 48000 (or another of "
                              f"{audio.MP3_SAMPLE_RATES})")
         result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode,
-                                   post_filter=args.post_filter, progress=not args.quiet)
+                                   post_filter=args.post_filter, progress=not args.quiet, shifts=args.shifts)
         length = int(round(wave.shape[1] * out_rate / rate))
         components = audio.fit_length(audio.resample(result.components, result.sample_rate, out_rate), length)
         peak = float(np.abs(components).max())
@@ -360,7 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curve = tuple(int(v) for v in args.steps_curve.split(",")) if args.steps_curve else ()
     options = EvalOptions(steps=args.steps, seed=args.seed, max_chunks=args.max_chunks, nmf=not args.no_nmf,
                           steps_curve=curve, mode=args.mode, alpha=args.alpha, draws=args.draws,
-                          residual_gain=args.residual_gain, mask_power=args.mask_power,
+                          residual_gain=args.residual_gain, mask_power=args.mask_power, shifts=args.shifts,
                           post_filter=args.post_filter,
                           curve_chunks=args.curve_chunks, alignment_delay=args.alignment_delay,
                           alpha_curve=tuple(float(v) for v in args.alpha_curve.split(",")) if args.alpha_curve
@@ -599,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mode", choices=list(SEPARATION_MODES),
                           help="independent (the paper), mixture_consistent, one_pass or one_pass_residual "
                                "(default: the model's diffusion.separation)")
+    separate.add_argument("--shifts", type=int, help=SHIFTS_HELP)
     separate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
                                "the mixture's STFT); default: the model's diffusion.post_filter")
@@ -631,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="codecs that decode separations as masks on the mixture (stft_mag): the power of the "
                                "component magnitudes in the masks, 1 = magnitude ratio, 2 = power ratio (default: "
                                "diffusion.mask_power)")
+    evaluate.add_argument("--shifts", type=int, help=SHIFTS_HELP)
     evaluate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
                                "the mixture's STFT); default: the model's diffusion.post_filter")

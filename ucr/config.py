@@ -288,9 +288,14 @@ class DiffusionConfig:
     # codecs that decode separations as masks on the mixture (stft_mag): the components' magnitudes are raised to
     # this power before the ratio masks are formed (1: ratio of magnitudes; 2: of powers, Wiener-like; ours)
     mask_power: float = 1.0
+    # the shift trick (ours here; a standard test-time average in source separation): each separation runs this many
+    # times on the input circularly delayed by multiples of hop / shifts samples, delays undone, results averaged.
+    # Each run frames the audio at other places, so framing errors average out; costs shifts x the decoder passes
+    shifts: int = 1
 
     def __post_init__(self) -> None:
         _is_int("diffusion.sampler_steps", self.sampler_steps, 1, 10000)
+        _is_int("diffusion.shifts", self.shifts, 1, 64)
         _one_of("diffusion.alpha_schedule", self.alpha_schedule, ["uniform"])
         _one_of("diffusion.separation", self.separation, SEPARATION_MODES)
         _one_of("diffusion.post_filter", self.post_filter, POST_FILTERS)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ucr import audio, baselines, metrics, storage
 from ucr.data.latents import LatentCache
+from ucr.pipeline import average_over_shifts
 
 METRICS = ("si_sdr", "si_sir", "si_sar", "si_sdri")
 UNLABELLED = {"ucr", "nmf", "nmf-32 clustered"}  # methods whose outputs carry no source labels (matched to sources)
@@ -43,6 +44,7 @@ class EvalOptions:
     draws: int | None = None  # one-pass noise draws (None: the model's diffusion.one_pass_draws)
     residual_gain: str | None = None  # one_pass_residual's gains (None: the model's diffusion.residual_gain)
     mask_power: float | None = None  # the masks' power, codecs that decode as masks (None: diffusion.mask_power)
+    shifts: int | None = None  # the shift trick's runs (None: diffusion.shifts)
     post_filter: str | None = None  # waveform post-filter (None: the model's diffusion.post_filter)
     alpha_curve: tuple[float, ...] = ()  # also score the one-pass modes at these alpha* (on curve_chunks)
     # also score the model on the inputs delayed by this many samples (None: half the codec's hop + 1, off every
@@ -65,28 +67,38 @@ class MethodOutputs:
 def _separate_chunks(model, codec, latents: torch.Tensor, steps: int, seed: int, batch_size: int,
                      length: int, mode: str = "independent", alpha: float = 0.3, draws: int = 4,
                      post_filter: str = "none", *, mixtures: np.ndarray, sample_rate: int = 0,
-                     progress: str | None = None, residual_gain: str = "least_squares", mask_power: float = 1.0
-                     ) -> tuple[list[np.ndarray], float]:
+                     progress: str | None = None, residual_gain: str = "least_squares", mask_power: float = 1.0,
+                     shifts: int = 1) -> tuple[list[np.ndarray], float]:
     """``latents [N, C, T]`` of the mixtures ``mixtures [N, L]`` -> list of component waves ``[K, L]`` and the
     compute seconds. The codec decodes the components against the mixtures (``decode_components``, masks to the
     power ``mask_power`` where the codec decodes as masks), and a
-    ``post_filter`` other than "none" filters them against the mixtures, as the pipeline does.
+    ``post_filter`` other than "none" filters them against the mixtures, as the pipeline does. ``shifts`` > 1: the
+    shift trick (:func:`ucr.pipeline.average_over_shifts`; the delayed mixtures are encoded again).
     ``progress``: the label of a bar per chunk on stderr (None: no bar).
 
     The blind choice of ``one_pass_residual`` is made once for all N chunks (as for the windows of one track)."""
-    generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    out = []
-    with tqdm(total=len(latents), desc=progress, unit="chunk", leave=False, disable=progress is None,
-              bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}]") as bar:
-        all_parts = model.separate_many(latents, batch_size, steps, generator, mode, alpha, draws,
-                                        on_progress=lambda done: bar.update(done - bar.n),
-                                        residual_gain=residual_gain)  # [N, K, C, T]
-    for i in range(0, len(latents), batch_size):
-        parts = all_parts[i:i + batch_size]
-        mixture = torch.as_tensor(np.asarray(mixtures[i:i + batch_size]), dtype=torch.float32)  # [B, L]
-        waves = codec.decode_components(parts, mixture, mask_power)[..., :length]  # [B, K, L]
-        out.extend(waves.numpy())
+
+    def separate_all(latents: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:  # [N, C, T], [N, L'] -> [N, K, L']
+        generator = torch.Generator().manual_seed(seed)
+        with tqdm(total=len(latents), desc=progress, unit="chunk", leave=False, disable=progress is None,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}]") as bar:
+            all_parts = model.separate_many(latents, batch_size, steps, generator, mode, alpha, draws,
+                                            on_progress=lambda done: bar.update(done - bar.n),
+                                            residual_gain=residual_gain)  # [N, K, C, T]
+        return torch.cat([codec.decode_components(all_parts[i:i + batch_size], mixtures[i:i + batch_size],
+                                                  mask_power)[..., :mixtures.shape[-1]]
+                          for i in range(0, len(latents), batch_size)])
+
+    mixture_waves = torch.as_tensor(np.asarray(mixtures), dtype=torch.float32)  # [N, L]
+    if shifts == 1:
+        out = list(separate_all(latents, mixture_waves)[..., :length].numpy())
+    else:
+        def separate_shifted(delayed: list[torch.Tensor]) -> list[torch.Tensor]:
+            batch = torch.stack(delayed)  # [N, L'], whole frames
+            return list(separate_all(codec.encode(batch[:, None]), batch))
+        out = [w[:, :length].numpy() for w in average_over_shifts(separate_shifted, list(mixture_waves),
+                                                                  codec.hop_length, shifts)]
     if post_filter != "none":
         out = [baselines.post_filter(post_filter, mixture, parts, sample_rate) for mixture, parts in zip(mixtures, out)]
     return out, time.perf_counter() - started
@@ -100,7 +112,8 @@ def _settings(pipeline, options: EvalOptions) -> dict:
             "draws": diffusion.one_pass_draws if options.draws is None else options.draws,
             "post_filter": options.post_filter or diffusion.post_filter,
             "residual_gain": options.residual_gain or diffusion.residual_gain,
-            "mask_power": diffusion.mask_power if options.mask_power is None else options.mask_power}
+            "mask_power": diffusion.mask_power if options.mask_power is None else options.mask_power,
+            "shifts": diffusion.shifts if options.shifts is None else options.shifts}
 
 
 def _score(method: MethodOutputs, references: np.ndarray, mixtures: np.ndarray, sample_rate: int,
@@ -312,7 +325,7 @@ def quick_separation_score(model, config, cache_uri: str, n_chunks: int = 8, ste
                                 config.diffusion.separation, config.diffusion.one_pass_alpha,
                                 config.diffusion.one_pass_draws, config.diffusion.post_filter, mixtures=mixtures,
                                 sample_rate=codec.sample_rate, residual_gain=config.diffusion.residual_gain,
-                                mask_power=config.diffusion.mask_power)
+                                mask_power=config.diffusion.mask_power, shifts=config.diffusion.shifts)
     model.train(was_training)
     matrices = [metrics.score_matrix(w, r) for w, r in zip(waves, references)]
     fixed = metrics.match_fixed(matrices)
@@ -377,14 +390,14 @@ def alpha_curve(pipeline, mixture_latents, stem_waves, mixtures, options: EvalOp
     parameter (a diagnostic: near alpha = 1 the decoder sees the clean mixture and need not separate)."""
     n = min(options.curve_chunks, len(mixture_latents))
     L = stem_waves.shape[-1]
-    draws, residual_gain, mask_power = (_settings(pipeline, options)[key]
-                                        for key in ("draws", "residual_gain", "mask_power"))
+    draws, residual_gain, mask_power, shifts = (_settings(pipeline, options)[key]
+                                                for key in ("draws", "residual_gain", "mask_power", "shifts"))
     points = []
     for alpha in options.alpha_curve:
         for mode in ("one_pass", "one_pass_residual"):
             waves, seconds = _separate_chunks(pipeline.model, pipeline.codec, mixture_latents[:n], 1, options.seed,
                                               options.batch_size, L, mode, alpha, draws, mixtures=mixtures[:n],
-                                              residual_gain=residual_gain, mask_power=mask_power)
+                                              residual_gain=residual_gain, mask_power=mask_power, shifts=shifts)
             points.append({"alpha": alpha, "mode": mode,
                            **_curve_point(waves, seconds, stem_waves[:n], mixtures[:n], pipeline, options,
                                           source_names)})

@@ -86,6 +86,29 @@ def crossfade_weights(length: int, overlap: int, first: bool, last: bool) -> tor
     return weights
 
 
+def shift_offsets(hop_length: int, shifts: int) -> list[int]:
+    """The delays (samples) of the shift trick: ``shifts`` offsets spread evenly over one latent frame."""
+    return [round(i * hop_length / shifts) for i in range(shifts)]
+
+
+def average_over_shifts(separate: Callable[[list[torch.Tensor]], list[torch.Tensor]], mixtures: list[torch.Tensor],
+                        hop_length: int, shifts: int) -> list[torch.Tensor]:
+    """The shift trick (``diffusion.shifts``). ``separate`` maps mixtures ``[L_i']`` (every ``L_i'`` a multiple of
+    ``hop_length``) to their components ``[K, L_i']``; it runs once per offset of :func:`shift_offsets` on the
+    mixtures ``[L_i]``, zero-padded to whole frames and circularly delayed by the offset; each result is delayed
+    back, cut to ``L_i`` and averaged -> components ``[K, L_i]``. Each run frames the audio at other places, so the
+    framing's errors average out; components that sum to their mixture in every run still do."""
+    if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 1:
+        raise ValueError(f"shifts must be a whole number >= 1 (1 = no shift trick), got {shifts!r}")
+    padded = [torch.nn.functional.pad(m, (0, -m.shape[-1] % hop_length)) for m in mixtures]
+    total: list[torch.Tensor] | None = None
+    for offset in shift_offsets(hop_length, shifts):
+        outs = [torch.roll(out, -offset, dims=-1)
+                for out in separate([torch.roll(m, offset, dims=-1) for m in padded])]
+        total = outs if total is None else [t + o for t, o in zip(total, outs)]
+    return [t[..., :m.shape[-1]] / shifts for t, m in zip(total, mixtures)]
+
+
 class Pipeline:
     def __init__(self, model: Decomposer, codec: LatentCodec, config: ExperimentConfig, metadata: dict | None = None,
                  device: torch.device | None = None, prior=None) -> None:
@@ -297,7 +320,7 @@ class Pipeline:
 
     def separate(self, wave: np.ndarray | str, sample_rate: int | None = None, steps: int | None = None,
                  seed: int = 0, mode: str | None = None, post_filter: str | None = None,
-                 progress: bool = False) -> Separation:
+                 progress: bool = False, shifts: int | None = None) -> Separation:
         """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` (or the path / ``s3://`` URI of an audio file) ->
         :class:`Separation` with ``components [K, L]`` at the codec's rate (``L`` = the input's length after
         resampling) and their ``names``. The model works on the mono downmix. ``post_filter``: see
@@ -307,23 +330,30 @@ class Pipeline:
             wave, sample_rate = audio.read(wave, mono=False)
         elif sample_rate is None:
             raise ValueError("separate(wave, sample_rate): give the sample rate of an array (or pass a file path)")
-        return self.separate_batch([(wave, sample_rate)], [seed], steps, mode, post_filter, progress)[0]
+        return self.separate_batch([(wave, sample_rate)], [seed], steps, mode, post_filter, progress, shifts)[0]
 
     def separate_batch(self, inputs: list[tuple[np.ndarray, int]], seeds: list[int], steps: int | None = None,
-                       mode: str | None = None, post_filter: str | None = None, progress: bool = False
-                       ) -> list[Separation]:
+                       mode: str | None = None, post_filter: str | None = None, progress: bool = False,
+                       shifts: int | None = None) -> list[Separation]:
         """Several ``(audio [L] or [channels, L], sample_rate)`` inputs, one seed each, in shared decoder batches
-        (:meth:`separate_latents`): each result equals :meth:`separate` of that input alone."""
+        (:meth:`separate_latents`): each result equals :meth:`separate` of that input alone. ``shifts``: the shift
+        trick's runs (:func:`average_over_shifts`; default ``diffusion.shifts``)."""
         steps, mode = self.resolve_steps(steps), self.resolve_mode(mode)
+        shifts = self.config.diffusion.shifts if shifts is None else shifts
         monos = [self.prepare(wave, sample_rate) for wave, sample_rate in inputs]
-        latents = [self.codec.encode(torch.from_numpy(mono)[None, None])[0] for mono in monos]  # [C, T_i]
-        parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
+
+        def separate_waves(mixtures: list[torch.Tensor]) -> list[torch.Tensor]:  # [L_i] each -> [K, L_i] each
+            latents = [self.codec.encode(m[None, None].to(self.device))[0] for m in mixtures]  # [C, T_i]
+            parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
+            return [self.codec.decode_components(part[None], m[None].to(part.device),
+                                                 self.config.diffusion.mask_power)[0, :, :m.shape[-1]].cpu()
+                    for m, part in zip(mixtures, parts)]
+
+        separated = average_over_shifts(separate_waves, [torch.from_numpy(mono) for mono in monos],
+                                        self.codec.hop_length, shifts)
         out = []
-        for mono, part in zip(monos, parts):
-            mixture = torch.from_numpy(mono)[None].to(part.device)  # [1, L]
-            waves = self.codec.decode_components(part[None], mixture, self.config.diffusion.mask_power
-                                                 )[0, :, :len(mono)].cpu().numpy()  # [K, L]
-            waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves,
+        for mono, waves in zip(monos, separated):
+            waves = baselines.post_filter(post_filter or self.config.diffusion.post_filter, mono, waves.numpy(),
                                           self.sample_rate)
             out.append(Separation(components=waves, sample_rate=self.sample_rate, steps=steps,
                                   names=self.component_names, mode=mode))
