@@ -450,3 +450,42 @@ def test_the_shift_trick_averages_framings_and_undoes_its_delays():
         average_over_shifts(split, inputs, hop, 0)
     with pytest.raises(ValueError, match="diffusion.shifts"):
         load_config("smoke", {"diffusion.shifts": 0})
+
+
+def test_component_bands_limit_what_each_encoder_reads():
+    """With bands, z_0 ignores every latent channel below 250 Hz and z_1 every channel from 250 Hz up (stft_mag at hop
+    640: channel c is c x 18.75 Hz, so channels 0-13 are below); the codec's channel frequencies follow its framing."""
+    from ucr.codec import build_codec, channel_frequencies
+    from ucr.config import CodecConfig
+    from ucr.decomposer import build_decomposer
+
+    for name in ("mdct", "stft_mag", "stft_if"):
+        codec_config = CodecConfig(name=name, hop_length=640)
+        assert len(channel_frequencies(codec_config)) == build_codec(codec_config).channels
+    hz = channel_frequencies(CodecConfig(name="stft_mag", hop_length=640))
+    assert hz[1] == 18.75 and hz[13] < 250 <= hz[14]
+    assert channel_frequencies(CodecConfig(name="mdct", hop_length=320))[0] == 37.5 / 2
+    assert channel_frequencies(CodecConfig(name="encodec")) is None
+
+    config = load_config("smoke", {"model.component_bands": [[250, 12000], [0, 250]]}).model
+    model = build_decomposer(config, len(hz), channel_hz=hz).eval()
+    x = torch.randn(2, len(hz), 16)
+    low, high = x.clone(), x.clone()
+    low[:, :14] += torch.randn(2, 14, 16)  # only below 250 Hz changes
+    high[:, 14:] += torch.randn(2, len(hz) - 14, 16)  # only from 250 Hz up
+    with torch.no_grad():
+        z, z_low, z_high = model.encoders(x), model.encoders(low), model.encoders(high)  # [B, K, 1, T]
+    torch.testing.assert_close(z_low[:, 0], z[:, 0])
+    torch.testing.assert_close(z_high[:, 1], z[:, 1])
+    assert (z_low[:, 1] - z[:, 1]).abs().max() > 1e-4 and (z_high[:, 0] - z[:, 0]).abs().max() > 1e-4
+    assert "first_layer_mask" not in model.state_dict()  # rebuilt from the config: checkpoints keep their keys
+
+    with pytest.raises(ValueError, match="one \\[low_hz, high_hz\\] per component"):
+        load_config("smoke", {"model.component_bands": [[0, 250]]})
+    with pytest.raises(ValueError, match="0 <= low < high"):
+        load_config("smoke", {"model.component_bands": [[300, 250], [0, 250]]})
+    with pytest.raises(ValueError, match="channels are frequencies"):
+        build_decomposer(config, 128, channel_hz=None)
+    with pytest.raises(ValueError, match="no latent channel lies in"):
+        build_decomposer(load_config("smoke", {"model.component_bands": [[1, 2], [0, 250]]}).model, len(hz),
+                         channel_hz=hz)

@@ -194,6 +194,11 @@ class ModelConfig:
     # the same asymmetry as one number, for any K (ours): strides spread geometrically from 1 (z_0) to this
     # (z_{K-1}), rounded: 8 gives [1, 8] for K = 2, [1, 3, 8] for K = 3, [1, 2, 4, 8] for K = 4; 1 = off
     slowest_component_stride: int = 1
+    # an asymmetry in frequency (ours): one [low_hz, high_hz) per component; encoder k reads only the latent channels
+    # whose frequency lies in its band (codecs whose channels are frequencies: mdct, stft_mag, stft_if), so z_k can
+    # only describe what sounds there, e.g. [[250, 12000], [0, 250]] for a high and a low voice. Empty = every
+    # encoder reads every channel (the paper)
+    component_bands: tuple[tuple[float, ...], ...] = ()
     # weight of the remix-consistency loss (ours; the paper: 0). The model, without gradients, separates the batch
     # in one pass at remix_alpha (blind residual rule); component k of example b is paired with component j of other
     # examples (an independent shuffle per component) into new mixtures, and the model must give those components
@@ -223,6 +228,13 @@ class ModelConfig:
                                        ("model.slowest_component_stride", self.slowest_component_stride > 1)) if on]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)} both set the strides of z: keep one")
+        if self.component_bands and len(self.component_bands) != self.n_components:
+            raise ValueError(f"model.component_bands gives {len(self.component_bands)} bands for model.n_components = "
+                             f"{self.n_components}: give one [low_hz, high_hz] per component, or none")
+        for band in self.component_bands:
+            if len(band) != 2 or not 0.0 <= band[0] < band[1]:
+                raise ValueError(f"model.component_bands: each band is [low_hz, high_hz] with 0 <= low < high, got "
+                                 f"{list(band)}")
         _positive_ints("model.encoder_channels", self.encoder_channels, min_len=0)
         _is_int("model.component_channels", self.component_channels, 1, 64)
         _positive_ints("model.unet_channels", self.unet_channels, min_len=1)

@@ -58,7 +58,7 @@ class Decomposer(nn.Module):
                  z_decorrelation: float = 0.0, component_stride: int | tuple[int, ...] = 1,
                  remix_weight: float = 0.0, remix_alpha: float = 0.3, loss_channel_power: float = 0.0,
                  loss_channel_mix: float = 1.0, part_decorrelation: float = 0.0,
-                 train_alpha_power: float = 1.0) -> None:
+                 train_alpha_power: float = 1.0, encoder_input_masks: torch.Tensor | None = None) -> None:
         super().__init__()
         if remix_weight < 0.0 or not 0.0 <= remix_alpha <= 1.0:
             raise ValueError(f"remix_weight must be >= 0 and remix_alpha in [0, 1], got {remix_weight}, {remix_alpha}")
@@ -92,7 +92,7 @@ class Decomposer(nn.Module):
         self.n_components = n_components
         self.time_multiple = 2 ** (len(unet_channels) - 1)
         self.encoders = ComponentEncoders(latent_channels, n_components, hidden=tuple(encoder_channels),
-                                          out_channels=component_channels)
+                                          out_channels=component_channels, input_masks=encoder_input_masks)
         self.decoder = UNet1d(latent_channels, latent_channels, channels=tuple(unet_channels),
                               blocks_per_level=blocks_per_level, attention_levels=tuple(attention_levels),
                               attention_heads=attention_heads, embedding_dim=embedding_dim,
@@ -504,8 +504,29 @@ def project_to_mixture(parts: torch.Tensor, mixture: torch.Tensor, smooth: tuple
     return parts + K * weights * residual[:, None]
 
 
-def build_decomposer(model_config, latent_channels: int, stats: LatentStats | None = None) -> Decomposer:
-    """The one place a :class:`ucr.config.ModelConfig` becomes a :class:`Decomposer`."""
+def band_masks(bands, channel_hz: list[float] | None) -> torch.Tensor:
+    """``model.component_bands`` (one ``[low_hz, high_hz)`` per component) -> 0 / 1 masks ``[K, C]`` over the latent
+    channels, whose frequencies are ``channel_hz [C]`` (:func:`ucr.codec.channel_frequencies`)."""
+    if channel_hz is None:
+        raise ValueError("model.component_bands needs a codec whose latent channels are frequencies (mdct, stft_mag, "
+                         "stft_if); EnCodec's are not")
+    hz = torch.tensor(channel_hz, dtype=torch.float64)
+    masks = torch.stack([(hz >= low) & (hz < high) for low, high in bands]).float()  # [K, C]
+    for (low, high), row in zip(bands, masks):
+        if not row.any():
+            raise ValueError(f"model.component_bands: no latent channel lies in [{low:g}, {high:g}) Hz (channels "
+                             f"span {min(channel_hz):g}-{max(channel_hz):g} Hz)")
+    return masks
+
+
+def build_decomposer(model_config, latent_channels: int, stats: LatentStats | None = None,
+                     channel_hz: list[float] | None = None) -> Decomposer:
+    """The one place a :class:`ucr.config.ModelConfig` becomes a :class:`Decomposer`. ``channel_hz [C]``: the
+    frequency of each latent channel (:func:`ucr.codec.channel_frequencies`), needed by ``model.component_bands``."""
+    masks = band_masks(model_config.component_bands, channel_hz) if model_config.component_bands else None
+    if masks is not None and masks.shape[1] != latent_channels:
+        raise ValueError(f"model.component_bands: the codec has {len(channel_hz)} channel frequencies for "
+                         f"{latent_channels} latent channels")
     return Decomposer(latent_channels=latent_channels, n_components=model_config.n_components,
                       encoder_channels=model_config.encoder_channels,
                       component_channels=model_config.component_channels,
@@ -520,4 +541,4 @@ def build_decomposer(model_config, latent_channels: int, stats: LatentStats | No
                       loss_channel_power=model_config.loss_channel_power,
                       loss_channel_mix=model_config.loss_channel_mix,
                       part_decorrelation=model_config.part_decorrelation,
-                      train_alpha_power=model_config.train_alpha_power)
+                      train_alpha_power=model_config.train_alpha_power, encoder_input_masks=masks)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ucr import audio, baselines
 from ucr import checkpoint as ckpt
-from ucr.codec import LatentCodec, build_codec
+from ucr.codec import LatentCodec, build_codec, channel_frequencies
 from ucr.codec.stats import LatentStats
 from ucr.config import SEPARATION_MODES, ExperimentConfig
 from ucr.decomposer import Decomposer, build_decomposer, one_pass_noise
@@ -178,7 +178,7 @@ class Pipeline:
             raise ValueError(f"{uri} was trained on latents of codec {trained_with}, but the codec built from its "
                              f"config is {codec.fingerprint}; point codec.weights at the same weights")
         stats = LatentStats.from_dict(payload["stats"]) if payload.get("stats") else None
-        model = build_decomposer(config.model, codec.channels, stats)
+        model = build_decomposer(config.model, codec.channels, stats, channel_frequencies(config.codec))
         model.load_state_dict(ckpt.inference_weights(payload, use_ema))
         if component_sources is None:  # a supervised model's component k is source k by construction
             component_sources = stored_sources or payload.get("component_sources") or (

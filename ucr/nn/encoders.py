@@ -21,7 +21,9 @@ class ComponentEncoders(nn.Module):
     """``forward(x [B, C, T]) -> z [B, K, C_out, T]``, K independent conv stacks ``C -> *hidden -> C_out``."""
 
     def __init__(self, in_channels: int, n_components: int, hidden: Sequence[int] = (256, 512),
-                 out_channels: int = 1):
+                 out_channels: int = 1, input_masks: torch.Tensor | None = None):
+        """``input_masks [K, in_channels]`` (0 / 1, optional): encoder k reads only the input channels where row k is
+        1 (its first layer's weights on the others are held at 0)."""
         super().__init__()
         hidden = tuple(hidden)
         if in_channels < 1 or n_components < 1 or out_channels < 1 or any(h < 1 for h in hidden):
@@ -36,6 +38,14 @@ class ComponentEncoders(nn.Module):
                 self.layers.append(nn.Conv1d(width_in, K * width_out, 3, padding=1))
             else:
                 self.layers.append(nn.Conv1d(K * width_in, K * width_out, 3, padding=1, groups=K))
+        if input_masks is not None:
+            if input_masks.shape != (K, in_channels):
+                raise ValueError(f"input_masks must be [{K}, {in_channels}], got {tuple(input_masks.shape)}")
+            first = widths[1]  # rows k * first : (k + 1) * first of the first layer belong to encoder k
+            self.register_buffer("first_layer_mask", input_masks.float().repeat_interleave(first, dim=0)[:, :, None],
+                                 persistent=False)  # [K * first, C, 1]; rebuilt from the config, not saved
+        else:
+            self.first_layer_mask = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1] != self.in_channels:
@@ -43,7 +53,10 @@ class ComponentEncoders(nn.Module):
         B, C, T = x.shape
         h = x
         for i, layer in enumerate(self.layers):
-            h = layer(h)  # [B, K * width_i, T]
+            if i == 0 and self.first_layer_mask is not None:
+                h = F.conv1d(h, layer.weight * self.first_layer_mask, layer.bias, padding=1)
+            else:
+                h = layer(h)  # [B, K * width_i, T]
             if i < len(self.layers) - 1:
                 h = F.silu(h)
         return h.view(B, self.n_components, self.out_channels, T)  # [B, K * C_out, T] -> [B, K, C_out, T]

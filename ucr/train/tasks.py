@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ucr import checkpoint as ckpt
+from ucr.codec import channel_frequencies
 from ucr.data.latents import LatentCache, resolve_cache
 from ucr.decomposer import build_decomposer
 from ucr.device import resolve_device
@@ -52,7 +53,7 @@ def build_decomposer_trainer(config, cache_uri: str, run_uri: str, supervised: b
                          f"(the number of sources {list(cache.sources)})")
     device = device or resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)  # the initial weights
-    model = build_decomposer(config.model, cache.channels, stats)
+    model = build_decomposer(config.model, cache.channels, stats, channel_frequencies(config.codec))
     if supervised and config.train.refine_at:  # the reference trains under the loss the refined decoder ends with
         model.loss_channel_power = config.train.refine_channel_power
     if config.train.init_from:
@@ -140,7 +141,7 @@ def cache_component_latents(state: dict, cache_uri: str, max_chunks: int | None 
 
     config = ExperimentConfig.from_dict(state["config"])
     stats = LatentStats.from_dict(state["stats"]) if state.get("stats") else None
-    decomposer = build_decomposer(config.model, state["codec"]["channels"], stats)
+    decomposer = build_decomposer(config.model, state["codec"]["channels"], stats, channel_frequencies(config.codec))
     decomposer.load_state_dict(state["model"])
     cache = LatentCache(cache_uri)
     cache.require_codec(state["codec"]["fingerprint"], "the decomposer")
