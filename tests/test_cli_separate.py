@@ -365,7 +365,7 @@ def test_readme_separation_commands_and_python_api_run_as_written(tiny_model, wo
     import shlex
 
     make_demo_out(tiny_model, sources=["Drums", "Bass"])  # as jobs.evaluate leaves the demo's model
-    track = workdir / "demo_out" / "data" / "test" / "Track00030"
+    track = workdir / "demo_out" / "data" / "test" / "Track00080"
     track.mkdir(parents=True)
     sf.write(str(track / "mix.flac"), write_song(workdir / "mix.wav", rate=SR, channels=1), SR, subtype="PCM_24")
     write_song(workdir / "song.wav")
@@ -377,7 +377,7 @@ def test_readme_separation_commands_and_python_api_run_as_written(tiny_model, wo
             assert main(shlex.split(command)) == 0, command
             ran += 1
     assert ran == 3
-    assert sorted(p.name for p in (workdir / "separated" / "demo_out" / "Track00030").iterdir()) == [
+    assert sorted(p.name for p in (workdir / "separated" / "demo_out" / "Track00080").iterdir()) == [
         "Bass.wav", "Drums.wav"]
     assert (workdir / "separated" / "demo_out" / "song" / "Drums.wav").exists()
     assert (workdir / "separated" / "cpu60" / "song" / "component0.flac").exists()
