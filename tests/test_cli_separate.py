@@ -120,6 +120,18 @@ def test_no_model_anywhere_gets_one_sentence_on_how_to_get_one(workdir, capsys):
     assert not (workdir / "separated").exists()
 
 
+def test_alpha_flag_sets_the_one_pass_blend_level_and_bad_values_are_refused(tiny_model, workdir, capsys):
+    write_song(workdir / "song.wav", rate=24000, channels=1)
+    base = ["separate", "song.wav", "-n", tiny_model, "--mode", "one_pass", "--quiet"]
+    assert main(base + ["-o", "default"]) == 0
+    assert main(base + ["-o", "lifted", "--alpha", "0.7"]) == 0
+    read = lambda folder: sf.read(str(workdir / folder / "run" / "song" / "component0.wav"))[0]
+    assert np.abs(read("lifted") - read("default")).max() > 1e-4  # the flag reached the decoder's input
+    assert main(base + ["-o", "bad", "--alpha", "1.5"]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert not (workdir / "bad" / "run" / "song").exists()
+
+
 def test_a_folder_without_a_model_is_refused_clearly(workdir, capsys):
     write_song(workdir / "song.wav")
     (workdir / "empty").mkdir()

@@ -164,6 +164,19 @@ def test_a_magnitude_latent_separates_through_the_mixtures_phase(slakh_root, tmp
     shifted = pipeline.separate(wave, SR, shifts=2).components  # the shift trick keeps the sum and changes the split
     np.testing.assert_allclose(shifted.sum(0), wave, atol=1e-5)
     assert np.abs(shifted - pipeline.separate(wave, SR).components).max() > 1e-4
+    # alpha= is the one-pass blend level: the same as the model's config saying it, and not the default's result
+    import dataclasses
+
+    lifted = pipeline.separate(wave, SR, mode="one_pass", alpha=0.6).components
+    default_alpha = pipeline.config.diffusion.one_pass_alpha
+    pipeline.config = dataclasses.replace(pipeline.config, diffusion=dataclasses.replace(
+        pipeline.config.diffusion, one_pass_alpha=0.6))
+    np.testing.assert_array_equal(lifted, pipeline.separate(wave, SR, mode="one_pass").components)
+    pipeline.config = dataclasses.replace(pipeline.config, diffusion=dataclasses.replace(
+        pipeline.config.diffusion, one_pass_alpha=default_alpha))
+    assert np.abs(lifted - pipeline.separate(wave, SR, mode="one_pass").components).max() > 1e-4
+    with pytest.raises(ValueError, match="alpha must be in"):
+        pipeline.separate(wave, SR, mode="one_pass", alpha=1.5)
     report = evaluate(pipeline, caches["test"], str(tmp_path / "report"),
                       EvalOptions(mode="one_pass", nmf=False, irm=False, window_seconds=0.25, hop_seconds=0.125,
                                   alignment_delay=0), log=lambda _: None)

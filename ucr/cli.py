@@ -216,6 +216,9 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 
 SHIFTS_HELP = ("the shift trick: separate N times, the input delayed by multiples of hop / N samples, and average "
                "(N x the decoder passes; default: the model's diffusion.shifts)")
+ALPHA_HELP = ("one-pass modes: the blend level alpha* at which the mixture is noised before the decoder reads it "
+              "(default: the model's diffusion.one_pass_alpha; the best value grows with training, "
+              "docs/results/research AA1)")
 DEVICE_HELP = "auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N"
 
 
@@ -316,7 +319,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
             raise ValueError(f"{track}: MP3 cannot store its rate, {out_rate} Hz; add --sr 48000 (or another of "
                              f"{audio.MP3_SAMPLE_RATES})")
         result = pipeline.separate(wave, rate, steps=args.steps, seed=args.seed, mode=args.mode,
-                                   post_filter=args.post_filter, progress=not args.quiet, shifts=args.shifts)
+                                   post_filter=args.post_filter, progress=not args.quiet, shifts=args.shifts,
+                                   alpha=args.alpha)
         length = int(round(wave.shape[1] * out_rate / rate))
         components = audio.fit_length(audio.resample(result.components, result.sample_rate, out_rate), length)
         peak = float(np.abs(components).max())
@@ -601,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mode", choices=list(SEPARATION_MODES),
                           help="independent (the paper), mixture_consistent, one_pass or one_pass_residual "
                                "(default: the model's diffusion.separation)")
+    separate.add_argument("--alpha", type=float, help=ALPHA_HELP)
     separate.add_argument("--shifts", type=int, help=SHIFTS_HELP)
     separate.add_argument("--post-filter", choices=list(POST_FILTERS),
                           help="waveform post-filter: none, or wiener (soft masks of the decoded components on "
@@ -624,8 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-chunks", type=int, help="evaluate only the first N chunks")
     evaluate.add_argument("--mode", choices=list(SEPARATION_MODES),
                           help="separation mode (default: diffusion.separation of the model)")
-    evaluate.add_argument("--alpha", type=float, help="one-pass blend level alpha* (default: the model's "
-                                                      "diffusion.one_pass_alpha)")
+    evaluate.add_argument("--alpha", type=float, help=ALPHA_HELP)
     evaluate.add_argument("--draws", type=int, help="one-pass noise draws, in antithetic pairs (default: diffusion.one_pass_draws)")
     evaluate.add_argument("--residual-gain", choices=["least_squares", "unit"],
                           help="one_pass_residual: fit the kept components' gains to the mixture, or keep them as "

@@ -320,31 +320,35 @@ class Pipeline:
 
     def separate(self, wave: np.ndarray | str, sample_rate: int | None = None, steps: int | None = None,
                  seed: int = 0, mode: str | None = None, post_filter: str | None = None,
-                 progress: bool = False, shifts: int | None = None) -> Separation:
+                 progress: bool = False, shifts: int | None = None, alpha: float | None = None) -> Separation:
         """Audio ``[L]`` or ``[channels, L]`` at ``sample_rate`` (or the path / ``s3://`` URI of an audio file) ->
         :class:`Separation` with ``components [K, L]`` at the codec's rate (``L`` = the input's length after
         resampling) and their ``names``. The model works on the mono downmix. ``post_filter``: see
-        :data:`ucr.config.POST_FILTERS` (default: ``diffusion.post_filter`` of the model's config). ``progress``: a
-        bar per window on stderr."""
+        :data:`ucr.config.POST_FILTERS` (default: ``diffusion.post_filter`` of the model's config). ``alpha``: the
+        one-pass modes' blend level (default: ``diffusion.one_pass_alpha``). ``progress``: a bar per window on
+        stderr."""
         if isinstance(wave, str):
             wave, sample_rate = audio.read(wave, mono=False)
         elif sample_rate is None:
             raise ValueError("separate(wave, sample_rate): give the sample rate of an array (or pass a file path)")
-        return self.separate_batch([(wave, sample_rate)], [seed], steps, mode, post_filter, progress, shifts)[0]
+        return self.separate_batch([(wave, sample_rate)], [seed], steps, mode, post_filter, progress, shifts,
+                                   alpha)[0]
 
     def separate_batch(self, inputs: list[tuple[np.ndarray, int]], seeds: list[int], steps: int | None = None,
                        mode: str | None = None, post_filter: str | None = None, progress: bool = False,
-                       shifts: int | None = None) -> list[Separation]:
+                       shifts: int | None = None, alpha: float | None = None) -> list[Separation]:
         """Several ``(audio [L] or [channels, L], sample_rate)`` inputs, one seed each, in shared decoder batches
         (:meth:`separate_latents`): each result equals :meth:`separate` of that input alone. ``shifts``: the shift
-        trick's runs (:func:`average_over_shifts`; default ``diffusion.shifts``)."""
+        trick's runs (:func:`average_over_shifts`; default ``diffusion.shifts``); ``alpha``: the one-pass blend
+        level (default ``diffusion.one_pass_alpha``)."""
         steps, mode = self.resolve_steps(steps), self.resolve_mode(mode)
         shifts = self.config.diffusion.shifts if shifts is None else shifts
         monos = [self.prepare(wave, sample_rate) for wave, sample_rate in inputs]
 
         def separate_waves(mixtures: list[torch.Tensor]) -> list[torch.Tensor]:  # [L_i] each -> [K, L_i] each
             latents = [self.codec.encode(m[None, None].to(self.device))[0] for m in mixtures]  # [C, T_i]
-            parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, progress=progress)
+            parts = self.separate_latents(latents, list(seeds), steps=steps, mode=mode, alpha=alpha,
+                                          progress=progress)
             return [self.codec.decode_components(part[None], m[None].to(part.device),
                                                  self.config.diffusion.mask_power)[0, :, :m.shape[-1]].cpu()
                     for m, part in zip(mixtures, parts)]
