@@ -457,6 +457,9 @@ class UCRIngress:
         seed: SeedParam = 0,
         mode: Annotated[Literal["independent", "mixture_consistent", "one_pass", "one_pass_residual"] | None,
                         Query(description="separation sampler (default: the model's diffusion.separation)")] = None,
+        alpha: Annotated[float | None, Query(ge=0.0, le=1.0, description=(
+            "one-pass modes: the blend level alpha* at which the mixture is noised before the decoder reads it "
+            "(default: the model's diffusion.one_pass_alpha; the best value grows with training)"))] = None,
         output: Annotated[Literal["zip", "wav"],
                           Query(alias="format", description="zip of all components, or one WAV")] = "zip",
         component: Annotated[int | None, Query(ge=0, le=MAX_COMPONENTS - 1,
@@ -469,9 +472,10 @@ class UCRIngress:
         wave, rate, facts = await run_in_threadpool(_decode_upload, data, file.filename or "upload",
                                                     file.content_type or "", self.settings)
         result = await self._call("separate", {"wave": wave, "sample_rate": rate, "steps": steps, "seed": seed,
-                                               "mode": mode, "component": component})
+                                               "mode": mode, "alpha": alpha, "component": component})
         out_rate, parts = result["sample_rate"], result["components"]  # [k, L]
-        metadata = _metadata("separate", result, parts.shape[-1] / out_rate, mode=result["mode"], input=facts)
+        metadata = _metadata("separate", result, parts.shape[-1] / out_rate, mode=result["mode"],
+                             alpha=result["alpha"], input=facts)
         if output == "wav":
             return Response(await run_in_threadpool(_wav, parts[0], out_rate), media_type="audio/wav",
                             headers=_headers(metadata, f"component_{component}.wav"))

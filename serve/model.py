@@ -69,8 +69,8 @@ def _answered(loaded: LoadedModel, result: dict | Failure, started: float) -> di
     return {**result, "model": loaded.describe(), "elapsed_s": round(time.perf_counter() - started, 4)}
 
 
-def _separation_settings(pipeline, job: dict) -> tuple[int, str] | Failure:
-    """The job's (steps, mode) with the model's defaults filled in (by the pipeline), or the 422 for a component out
+def _separation_settings(pipeline, job: dict) -> tuple[int, str, float] | Failure:
+    """The job's (steps, mode, alpha) with the model's defaults filled in (by the pipeline), or the 422 for a component out
     of range or a setting the pipeline refuses."""
     K = pipeline.n_components
     component = job.get("component")
@@ -78,16 +78,17 @@ def _separation_settings(pipeline, job: dict) -> tuple[int, str] | Failure:
         return _failure(422, f"component={component} is out of range: this model has {K} components, "
                              f"use 0..{K - 1}")
     try:
-        return pipeline.resolve_steps(job.get("steps")), pipeline.resolve_mode(job.get("mode"))
+        return (pipeline.resolve_steps(job.get("steps")), pipeline.resolve_mode(job.get("mode")),
+                pipeline.resolve_alpha(job.get("alpha")))
     except ValueError as err:
         return _failure(422, str(err))
 
 
-def _separation_answer(pipeline, job: dict, result, steps: int, mode: str) -> dict:
+def _separation_answer(pipeline, job: dict, result, steps: int, mode: str, alpha: float) -> dict:
     K = pipeline.n_components
     indices = list(range(K)) if job.get("component") is None else [job["component"]]
     return {"components": result.components[indices], "indices": indices, "sample_rate": result.sample_rate,
-            "steps": steps, "seed": job["seed"], "mode": mode, "n_components": K}
+            "steps": steps, "seed": job["seed"], "mode": mode, "alpha": alpha, "n_components": K}
 
 
 def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
@@ -95,37 +96,39 @@ def _separate(loaded: LoadedModel, job: dict) -> dict | Failure:
     settings = _separation_settings(pipeline, job)
     if isinstance(settings, Failure):
         return settings
-    steps, mode = settings
-    result = pipeline.separate(job["wave"], job["sample_rate"], steps=steps, seed=job["seed"], mode=mode)
-    return _separation_answer(pipeline, job, result, steps, mode)
+    steps, mode, alpha = settings
+    result = pipeline.separate(job["wave"], job["sample_rate"], steps=steps, seed=job["seed"], mode=mode,
+                               alpha=alpha)
+    return _separation_answer(pipeline, job, result, steps, mode, alpha)
 
 
 def _separate_jobs(loaded: LoadedModel, jobs: list[dict]) -> list[dict | Failure]:
-    """A Serve batch of separation jobs: those that share steps and mode go through one
+    """A Serve batch of separation jobs: those that share steps, mode and alpha go through one
     :meth:`ucr.pipeline.Pipeline.separate_batch` (their windows share decoder batches; each keeps its own seed and
     gets what it would alone). Should the pipeline refuse one of them, the group runs one job at a time so that
     each gets its own answer."""
     pipeline = loaded.pipeline
     results: list[dict | Failure | None] = [None] * len(jobs)
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple[int, str, float], list[int]] = {}
     for i, job in enumerate(jobs):
         settings = _separation_settings(pipeline, job)
         if isinstance(settings, Failure):
             results[i] = settings
         else:
             groups.setdefault(settings, []).append(i)
-    for (steps, mode), members in groups.items():
+    for (steps, mode, alpha), members in groups.items():
         if len(members) > 1:
             started = time.perf_counter()
             try:
                 separations = pipeline.separate_batch([(jobs[i]["wave"], jobs[i]["sample_rate"]) for i in members],
-                                                      [jobs[i]["seed"] for i in members], steps=steps, mode=mode)
+                                                      [jobs[i]["seed"] for i in members], steps=steps, mode=mode,
+                                                      alpha=alpha)
             except ValueError:  # AudioError included: one input is unusable
                 separations = None
             if separations is not None:
                 for i, separation in zip(members, separations):  # elapsed_s: the batch's time
-                    results[i] = _answered(loaded, _separation_answer(pipeline, jobs[i], separation, steps, mode),
-                                           started)
+                    answer = _separation_answer(pipeline, jobs[i], separation, steps, mode, alpha)
+                    results[i] = _answered(loaded, answer, started)
                 continue
         for i in members:
             results[i] = _run(loaded, _separate, jobs[i])
@@ -213,6 +216,7 @@ class UCRModel:
                            "component_names": list(pipeline.component_names),
                            "sample_rate": pipeline.sample_rate, "sampler_steps": config.diffusion.sampler_steps,
                            "separation": config.diffusion.separation,
+                           "one_pass_alpha": config.diffusion.one_pass_alpha,
                            "kind": "prior" if pipeline.prior is not None else pipeline.metadata.get("kind"),
                            "step": pipeline.metadata.get("step")},
                 "batching": {"enabled": self._settings.batching, "max_batch_size": self._settings.max_batch_size,
@@ -220,7 +224,7 @@ class UCRModel:
                 "replica": serve.get_replica_context().replica_id.unique_id}
 
     async def separate(self, job: dict) -> dict | Failure:
-        """``job``: wave ``[channels, L]``, sample_rate, steps (None: the model's), seed, mode, component."""
+        """``job``: wave ``[channels, L]``, sample_rate, steps / mode / alpha (None: the model's), seed, component."""
         if self._settings.batching:
             return await self._separate_batch(job)
         loaded = self._current()

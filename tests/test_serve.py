@@ -406,6 +406,20 @@ def test_separate_one_component_as_wav_from_ogg(service):
     assert response.headers["X-UCR-Steps"] == "3"
 
 
+def test_separate_at_a_requested_blend_level(service):
+    import requests
+
+    config = requests.get(f"{service.url}/model", headers=KEY, timeout=30).json()["config"]
+    song = audio_file(0.5)
+    default = post_separate(service.url, song, mode="one_pass_residual", seed=2)
+    lifted = post_separate(service.url, song, mode="one_pass_residual", seed=2, alpha=0.9)
+    assert default.status_code == lifted.status_code == 200, (default.text, lifted.text)
+    (waves_default, meta_default), (waves_lifted, meta_lifted) = read_zip(default.content), read_zip(lifted.content)
+    assert meta_default["alpha"] == config["one_pass_alpha"] and meta_lifted["alpha"] == 0.9
+    # the request's alpha reached the decoder: the same seed, another blend level, other components
+    assert np.abs(waves_lifted["component_0.wav"][0] - waves_default["component_0.wav"][0]).max() > 1e-4
+
+
 def test_generate_returns_mixtures_and_components_reproducibly(service):
     import requests
 
@@ -699,6 +713,7 @@ BAD_REQUESTS = {  # name: (path, json body or None, params, status, words)
     "vary repeated component": ("/vary", None, {"keep": [0, 0]}, 422, "distinct"),
     "vary count 0": ("/vary", None, {"count": 0}, 422, "count"),
     "separate without a file": ("/separate", None, {}, 422, "file"),
+    "separate alpha 1.5": ("/separate", None, {"alpha": 1.5}, 422, "alpha"),
 }
 
 

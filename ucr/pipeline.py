@@ -202,6 +202,14 @@ class Pipeline:
             raise ValueError(f"separation mode {mode!r} is not supported; choose one of {list(SEPARATION_MODES)}")
         return mode
 
+    def resolve_alpha(self, alpha: float | None) -> float:
+        """The one-pass blend level alpha* as asked (``None``: the model's ``diffusion.one_pass_alpha``), checked to
+        lie in [0, 1]."""
+        alpha = self.config.diffusion.one_pass_alpha if alpha is None else alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (the one-pass blend level alpha*), got {alpha!r}")
+        return float(alpha)
+
     # -- input conditioning ------------------------------------------------------------------------------------------
     def prepare(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """Any ``[L]`` or ``[channels, L]`` float input -> mono ``[L]`` at the codec's rate; clear errors for input
@@ -274,7 +282,7 @@ class Pipeline:
             raise ValueError(f"{len(latents)} inputs but {len(seeds)} seeds")
         diffusion = self.config.diffusion
         mode = self.resolve_mode(mode)
-        alpha = diffusion.one_pass_alpha if alpha is None else alpha
+        alpha = self.resolve_alpha(alpha)
         draws = diffusion.one_pass_draws if draws is None else draws
         plans = [self._window_plan(latent.shape[-1], window_frames, overlap_frames) for latent in latents]
         pieces = [torch.stack([latent[:, s:s + window] for s in starts]) for latent, (starts, window, _) in

@@ -365,7 +365,8 @@ async function loadModel() {
                 ["preset", config.preset], ["codec", config.codec], ["components (K)", config.n_components],
                 ["component names", (config.component_names || []).join(", ")],
                 ["training sources", (config.sources || []).join(", ")], ["training step", config.step],
-                ["separation mode", config.separation], ["sampler steps", config.sampler_steps],
+                ["separation mode", config.separation], ["one-pass blend level α*", config.one_pass_alpha],
+                ["sampler steps", config.sampler_steps],
                 ["prior", config.has_prior ? "yes: generate and vary work" : "no: separation only"],
                 ["sample rate", `${config.sample_rate} Hz`]];
   for (const [name, value] of Object.entries(info.card || {})) rows.push([name, typeof value === "object" ? JSON.stringify(value) : value]);
@@ -376,6 +377,7 @@ async function loadModel() {
   }
   card.replaceChildren(list);
   $("separate-steps").placeholder = `${config.sampler_steps} (model)`;
+  $("separate-alpha").placeholder = `${config.one_pass_alpha} (model)`;
   const keep = $("vary-keep");
   keep.replaceChildren(el("legend", { text: "Components to keep" }));
   componentNames(config.n_components || 0).forEach((name, k) => {
@@ -436,7 +438,8 @@ async function separate(event) {
   if (!file) { showError("Choose an audio file to separate first."); return; }
   const form = new FormData();
   form.append("file", file, file.name);
-  const query = params([["steps", $("separate-steps").value], ["mode", $("separate-mode").value], ["seed", $("separate-seed").value]]);
+  const query = params([["steps", $("separate-steps").value], ["mode", $("separate-mode").value],
+                        ["alpha", $("separate-alpha").value], ["seed", $("separate-seed").value]]);
   await submit($("separate-go"), "separate-status", `separate?${query}`, { body: form }, (files, zip) => {
     const entries = entriesOf(files, "component_", componentLabel);
     const result = $("separate-result");
