@@ -31,9 +31,13 @@ def test_a_codec_trained_here_loads_through_codec_weights_with_the_same_latents(
                                 "codec.latent_kind": "continuous"}).codec)
     assert (codec.channels, codec.sample_rate, codec.hop_length) == (8, 24000, 320)
     wave = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(0)) * 0.1
-    trained = trainer.eval_model().model.eval()
+    trained = trainer.eval_model().eval()
+    assert trained.input_gain == tiny().codec.train_input_gain != 1  # exported with the gain folded in
     with torch.no_grad():
-        torch.testing.assert_close(codec.encode(wave), trained.encoder(wave), rtol=0, atol=0)
+        torch.testing.assert_close(codec.encode(wave), trained.encode(wave), rtol=1e-5, atol=1e-6)
+        latent = trained.encode(wave)
+        torch.testing.assert_close(codec.decode(latent)[..., :24000], trained.decode(latent, 24000), rtol=1e-5,
+                                   atol=1e-7)
     with pytest.raises(ValueError, match="not a codec one"):
         codec_train.export_pretrained(str(_decomposer_checkpoint(tmp_path)), str(tmp_path / "x"))
 
@@ -58,6 +62,48 @@ def test_codec_training_resumes_exactly(slakh_root, tmp_path):
     for name, value in weights(straight.module).items():
         torch.testing.assert_close(weights(resumed.module)[name], value, rtol=0, atol=0)
     assert ckpt.load(str(tmp_path / "b"))["kind"] == "codec"
+
+
+def test_folding_the_input_gain_keeps_the_reconstruction_at_the_audio_level():
+    from transformers import EncodecModel
+
+    torch.manual_seed(0)
+    autoencoder = codec_train.CodecAutoencoder(EncodecModel(codec_train.small_encodec_config(tiny().codec)),
+                                               input_gain=20.0).eval()
+    wave = torch.randn(2, 1, 4800, generator=torch.Generator().manual_seed(1)) * 0.05
+    with torch.no_grad():
+        latent, reconstruction = autoencoder.encode(wave), autoencoder.reconstruct(wave)
+        # the loss is the gain-1 loss of the audio x 20 (unit level), not of the quiet audio
+        unit_level = codec_train.CodecAutoencoder(autoencoder.model)(wave * 20.0)
+        torch.testing.assert_close(autoencoder(wave), unit_level, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(autoencoder(wave), codec_train.CodecAutoencoder(autoencoder.model)(wave))
+        codec_train.fold_input_gain(autoencoder.model, 20.0)
+        torch.testing.assert_close(autoencoder.model.encoder(wave), latent, rtol=1e-5, atol=1e-6)
+        folded = autoencoder.model.decoder(autoencoder.model.encoder(wave))[..., :4800]
+    torch.testing.assert_close(folded, reconstruction, rtol=1e-5, atol=1e-8)
+    assert reconstruction.abs().max() > 1e-4  # not vacuous
+
+
+def test_at_the_default_gain_the_latent_depends_on_quiet_audio():
+    """The fix of the 2026-12-06 probes: mixtures sit at RMS ~0.05, where at initialisation the default-size encoder's
+    output is >99 % bias (training then settles on one input-independent output); x train_input_gain it is not."""
+    from transformers import EncodecModel
+
+    config = load_config("smoke").codec
+    wave = torch.randn(2, 1, 24000, generator=torch.Generator().manual_seed(0)) * 0.05  # RMS 0.05, like db120
+
+    def input_share(gain):
+        torch.manual_seed(0)
+        autoencoder = codec_train.CodecAutoencoder(EncodecModel(codec_train.small_encodec_config(config)),
+                                                   input_gain=gain).eval()
+        with torch.no_grad():
+            latent, silent = autoencoder.encode(wave), autoencoder.encode(torch.zeros_like(wave))
+        return float((latent - silent).norm() / latent.norm())  # the part of the latent the input accounts for
+
+    assert input_share(1.0) < 0.02  # measured 0.006: the old default
+    assert input_share(config.train_input_gain) > 0.05  # measured 0.12 at gain 20
+    with pytest.raises(ValueError, match="codec.train_input_gain"):
+        load_config("smoke", {"codec.train_input_gain": 0.0})
 
 
 def test_the_codec_loss_falls_on_a_tiny_overfit():

@@ -75,12 +75,16 @@ class CodecConfig:
     # EnCodec's framing is fixed at 320
     hop_length: int = 320
     # a codec trained here (`ucr codec train`: transformers' EncodecModel, 24 kHz mono, 75 Hz, continuous latents):
-    # encoder / decoder base width, LSTM layers, latent channels, excerpt length (s), weight of the waveform L1 term
+    # encoder / decoder base width, LSTM layers, latent channels, excerpt length (s), weight of the waveform L1 term,
+    # and the gain the audio is multiplied by in training (mixtures sit at RMS ~0.05, where the initial conv biases
+    # swamp the signal and the codec learns one input-independent output; x20 ~ unit level. The export folds the gain
+    # into the first and last convolutions, so the saved model takes audio at its own level; docs/results/codecs)
     train_filters: int = 16
     train_lstm_layers: int = 1
     train_latent_channels: int = 64
     train_segment_seconds: float = 1.0
     train_waveform_weight: float = 1.0
+    train_input_gain: float = 20.0
 
     def __post_init__(self) -> None:
         _one_of("codec.name", self.name, list(CODEC_NAMES))
@@ -89,6 +93,7 @@ class CodecConfig:
         _is_int("codec.train_latent_channels", self.train_latent_channels, 1, 1024)
         _in_range("codec.train_segment_seconds", self.train_segment_seconds, 0.05, 30.0)
         _in_range("codec.train_waveform_weight", self.train_waveform_weight, 0.0, 100.0)
+        _in_range("codec.train_input_gain", self.train_input_gain, 0.0, 1000.0, low_open=True)
         _is_int("codec.hop_length", self.hop_length, 32, 8192)
         if self.hop_length % 2:
             raise ValueError(f"codec.hop_length must be even, got {self.hop_length}")

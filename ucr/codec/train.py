@@ -10,7 +10,9 @@ the run folder, exact resume, progress): the model is :class:`CodecAutoencoder`,
 per-example loss, and a batch is ``[B, 1, L]`` random excerpts of the training mixtures, drawn from ``(seed, step,
 rank)``. Loss: the codec table's multi-resolution STFT distance (spectral convergence + log magnitude,
 :func:`ucr.codec.evaluate.multi_resolution_stft_distance`) plus
-``codec.train_waveform_weight`` x L1 on the waveform (the STFT terms ignore phase; the L1 term ties it down).
+``codec.train_waveform_weight`` x L1 on the waveform (the STFT terms ignore phase; the L1 term ties it down), both
+on the audio x ``codec.train_input_gain`` (see :class:`CodecAutoencoder`; the export folds the gain into the weights,
+so the saved model takes audio at its own level).
 """
 
 from __future__ import annotations
@@ -37,21 +39,39 @@ def small_encodec_config(codec_config):
 
 
 class CodecAutoencoder(nn.Module):
-    """An ``EncodecModel`` trained as a continuous autoencoder: ``forward(wave [B, 1, L])`` -> loss ``[B]``."""
+    """An ``EncodecModel`` trained as a continuous autoencoder: ``forward(wave [B, 1, L])`` -> loss ``[B]``.
 
-    def __init__(self, model, waveform_weight: float = 1.0) -> None:
+    The model works on the audio x ``input_gain`` (``codec.train_input_gain``): mixtures sit at an RMS of ~0.05, where
+    the convolutions' initial biases swamp the signal and the encoder's output hardly depends on its input (the
+    training then settles on one input-independent output). :meth:`encode` / :meth:`decode` take and give audio at
+    its own level; :func:`fold_input_gain` bakes the gain into the exported weights."""
+
+    def __init__(self, model, waveform_weight: float = 1.0, input_gain: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.waveform_weight = float(waveform_weight)
+        self.input_gain = float(input_gain)
+
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, L]`` audio -> ``[B, C, T]`` latent (T = ceil(L / 320))."""
+        return self.model.encoder(wave * self.input_gain)
+
+    def decode(self, latent: torch.Tensor, length: int) -> torch.Tensor:
+        """``[B, C, T]`` -> ``[B, 1, length]`` audio at its own level."""
+        return self.model.decoder(latent)[..., :length] / self.input_gain
 
     def reconstruct(self, wave: torch.Tensor) -> torch.Tensor:
         """``[B, 1, L]`` -> ``[B, 1, L]`` through the encoder and the decoder (no quantiser)."""
-        return self.model.decoder(self.model.encoder(wave))[..., :wave.shape[-1]]
+        return self.decode(self.encode(wave), wave.shape[-1])
 
     def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        estimate = self.reconstruct(wave)[:, 0]
-        reference = wave[:, 0]
-        return multi_resolution_stft_distance(estimate, reference) + self.waveform_weight * (estimate - reference).abs().mean(dim=1)
+        assert wave.dim() == 3 and wave.shape[1] == 1, f"expected [B, 1, L], got {list(wave.shape)}"
+        # the loss is taken at the training level (x input_gain), where the waveform L1 is not ~20x smaller than the
+        # (level-free) STFT terms
+        estimate = self.reconstruct(wave)[:, 0] * self.input_gain  # [B, L]
+        reference = wave[:, 0] * self.input_gain  # [B, L]
+        waveform = (estimate - reference).abs().mean(dim=1)  # [B]
+        return multi_resolution_stft_distance(estimate, reference) + self.waveform_weight * waveform
 
 
 def load_mixtures(root: str, split: str, layout: str, sources: tuple[str, ...], sample_rate: int,
@@ -99,8 +119,8 @@ def build_codec_trainer(config, data_uri: str, run_uri: str, device=None, rank: 
     mixtures = load_mixtures(data_uri, "train", config.data.layout, tuple(config.data.sources), 24000,
                              config.codec.train_segment_seconds)
     torch.manual_seed(config.train.seed)  # the initial weights
-    model = CodecAutoencoder(EncodecModel(small_encodec_config(config.codec)),
-                             config.codec.train_waveform_weight).to(device)
+    model = CodecAutoencoder(EncodecModel(small_encodec_config(config.codec)), config.codec.train_waveform_weight,
+                             config.codec.train_input_gain).to(device)
     if wrap is not None:
         model = wrap(model)
     per_rank = max(1, config.train.batch_size // world_size)
@@ -108,7 +128,8 @@ def build_codec_trainer(config, data_uri: str, run_uri: str, device=None, rank: 
     def batch_fn(step: int) -> torch.Tensor:
         return excerpt_batch(mixtures, per_rank, length, step_seed(config.train.seed, step, rank) % 2**32)
 
-    extra = {"kind": "codec", "config": config.to_dict(), "codec": {"name": "encodec", "trained_here": True},
+    extra = {"kind": "codec", "config": config.to_dict(), "codec": {"name": "encodec", "trained_here": True,
+                                                                     "input_gain": config.codec.train_input_gain},
              "data": storage.absolute(data_uri)}
     return Trainer(model, batch_fn, config.train, run_uri, extra, device=device, rank=rank, world_size=world_size,
                    hooks=hooks, progress=progress)
@@ -131,6 +152,7 @@ def export_pretrained(checkpoint_uri: str, out_dir: str, use_ema: bool = True) -
     config = ExperimentConfig.from_dict(payload["config"])
     autoencoder = CodecAutoencoder(EncodecModel(small_encodec_config(config.codec)))
     autoencoder.load_state_dict(ckpt.inference_weights(payload, use_ema))
+    fold_input_gain(autoencoder.model, float(payload.get("codec", {}).get("input_gain", 1.0)))
     if not storage.is_remote(out_dir):
         autoencoder.model.save_pretrained(out_dir, safe_serialization=True)
         return out_dir
@@ -139,3 +161,27 @@ def export_pretrained(checkpoint_uri: str, out_dir: str, use_ema: bool = True) -
         for path in sorted(Path(folder).iterdir()):
             storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
     return out_dir
+
+
+def fold_input_gain(model, gain: float) -> None:
+    """Make ``model`` (an ``EncodecModel`` trained on audio x ``gain``) take and return audio at its own level, in
+    place: the first encoder convolution's weight x ``gain``, the last decoder convolution's weight and bias /
+    ``gain``. Exact: both convolutions are linear (reflect padding included) and nothing else is touched."""
+    if gain == 1.0:
+        return
+    first, last = model.encoder.layers[0].conv, model.decoder.layers[-1].conv
+    with torch.no_grad():
+        _scale_conv_weight(first, gain)
+        _scale_conv_weight(last, 1.0 / gain)
+        last.bias.mul_(1.0 / gain)
+
+
+def _scale_conv_weight(conv: nn.Conv1d, factor: float) -> None:
+    """Multiply a (possibly weight-normed) convolution's effective weight by ``factor`` (> 0)."""
+    parametrizations = getattr(conv, "parametrizations", None)
+    if parametrizations is not None and "weight" in parametrizations:
+        parametrizations.weight.original0.mul_(factor)  # weight = g * v / ||v||: scale the magnitude g
+    elif hasattr(conv, "weight_g"):
+        conv.weight_g.mul_(factor)
+    else:
+        conv.weight.mul_(factor)
