@@ -70,8 +70,8 @@ def _answered(loaded: LoadedModel, result: dict | Failure, started: float) -> di
 
 
 def _separation_settings(pipeline, job: dict) -> tuple[int, str, float] | Failure:
-    """The job's (steps, mode, alpha) with the model's defaults filled in (by the pipeline), or the 422 for a component out
-    of range or a setting the pipeline refuses."""
+    """The job's (steps, mode, alpha) with the model's defaults filled in (by the pipeline), or the 422 for a
+    component out of range or a setting the pipeline refuses."""
     K = pipeline.n_components
     component = job.get("component")
     if component is not None and not 0 <= component < K:
