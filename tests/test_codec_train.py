@@ -142,3 +142,24 @@ def test_codec_train_and_evaluate_from_the_command_line(slakh_root, tmp_path, ca
                  "0.5", "--out", str(tmp_path / "report")]) == 0
     row = json.loads((tmp_path / "report" / "report.json").read_text())["encodec"]
     assert row["excerpts"] == 2 and row["si_sdr_db"] < 20  # two steps of training: far from transparent
+
+
+def test_silent_excerpts_are_drawn_again_and_all_silent_audio_is_refused():
+    """A track that ends in silence (a chorale's final rest): without the floor some excerpts are silent, and the
+    loss's spectral convergence divides by their ~0 norm; with it none is, and the batch stays a function of the seed."""
+    import numpy as np
+
+    rate = 1000
+    tone = 0.1 * np.sin(2 * np.pi * 5 * np.arange(3 * rate) / rate)
+    track = np.concatenate([tone, np.zeros(3 * rate)]).astype(np.float32)  # 3 s of sound, then 3 s of silence
+
+    def quietest(batch):
+        return float(batch.pow(2).mean(dim=-1).sqrt().min())
+
+    unfloored = [quietest(codec_train.excerpt_batch([track], 8, rate, seed)) for seed in range(20)]
+    assert min(unfloored) == 0.0  # the case the floor exists for does occur
+    floored = [codec_train.excerpt_batch([track], 8, rate, seed, min_rms=0.01) for seed in range(20)]
+    assert min(quietest(b) for b in floored) >= 0.01
+    assert torch.equal(floored[3], codec_train.excerpt_batch([track], 8, rate, 3, min_rms=0.01))
+    with pytest.raises(ValueError, match="data.silence_rms"):
+        codec_train.excerpt_batch([np.zeros(6 * rate, dtype=np.float32)], 2, rate, 0, min_rms=0.01)

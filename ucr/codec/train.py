@@ -91,16 +91,26 @@ def load_mixtures(root: str, split: str, layout: str, sources: tuple[str, ...], 
     return mixtures
 
 
-def excerpt_batch(mixtures: list[np.ndarray], batch: int, length: int, seed: int) -> torch.Tensor:
+def excerpt_batch(mixtures: list[np.ndarray], batch: int, length: int, seed: int, min_rms: float = 0.0,
+                  max_tries: int = 1000) -> torch.Tensor:
     """``batch`` excerpts of ``length`` samples, each from a random track at a random offset: ``[B, 1, L]``.
-    A pure function of ``seed``."""
+    A pure function of ``seed``. An excerpt whose RMS is below ``min_rms`` (``data.silence_rms``) is drawn again:
+    the loss's spectral convergence divides by the reference's norm, so one silent excerpt (a track's final rest)
+    sends it to ~1e9 and the codec diverges. Raises when ``max_tries`` draws in a row are all silent."""
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(mixtures), size=batch)
     out = np.empty((batch, 1, length), dtype=np.float32)
-    for i, track in enumerate(picks):
-        wave = mixtures[track]
-        start = int(rng.integers(0, wave.shape[-1] - length + 1))
-        out[i, 0] = wave[start:start + length]
+    for i in range(batch):
+        for _ in range(max_tries):
+            wave = mixtures[int(rng.integers(0, len(mixtures)))]
+            start = int(rng.integers(0, wave.shape[-1] - length + 1))
+            excerpt = wave[start:start + length]
+            if min_rms <= 0.0 or float(np.sqrt(np.mean(np.square(excerpt, dtype=np.float64)))) >= min_rms:
+                break
+        else:
+            raise ValueError(f"{max_tries} random excerpts of {length} samples in a row were all quieter than RMS "
+                             f"{min_rms:g} (data.silence_rms): is the training audio silent? Check the dataset, "
+                             f"or lower data.silence_rms")
+        out[i, 0] = excerpt
     return torch.from_numpy(out)
 
 
@@ -126,7 +136,8 @@ def build_codec_trainer(config, data_uri: str, run_uri: str, device=None, rank: 
     per_rank = max(1, config.train.batch_size // world_size)
 
     def batch_fn(step: int) -> torch.Tensor:
-        return excerpt_batch(mixtures, per_rank, length, step_seed(config.train.seed, step, rank) % 2**32)
+        return excerpt_batch(mixtures, per_rank, length, step_seed(config.train.seed, step, rank) % 2**32,
+                             min_rms=config.data.silence_rms)
 
     extra = {"kind": "codec", "config": config.to_dict(), "codec": {"name": "encodec", "trained_here": True,
                                                                      "input_gain": config.codec.train_input_gain},
