@@ -98,7 +98,9 @@ class CodecConfig:
         if self.hop_length % 2:
             raise ValueError(f"codec.hop_length must be even, got {self.hop_length}")
         if self.name == "encodec" and self.hop_length != 320:
-            raise ValueError("codec.hop_length is fixed at 320 for EnCodec; it applies to mdct, stft_mag and stft_if")
+            raise ValueError(f"codec.hop_length is fixed at 320 for EnCodec (got {self.hop_length}: the preset's "
+                             f"framing of the analytic codecs); add --set codec.hop_length=320, and scale "
+                             f"data.crop_frames with it (x {self.hop_length / 320:g} frames for the same crop length)")
         _one_of("codec.latent_kind", self.latent_kind, ["quantized", "continuous"])
         _one_of("codec.normalize_scope", self.normalize_scope, ["channel", "global"])
         _one_of("codec.bandwidth", self.bandwidth, [1.5, 3.0, 6.0, 12.0, 24.0])
