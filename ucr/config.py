@@ -119,7 +119,8 @@ class DataConfig:
     mix: str = "mean"  # training mixture = mean of the sources (the paper) or their "sum"
     sample_rate: int = 24000  # audio is resampled to the codec's rate; kept here so caches can check it
     chunk_seconds: float = 7.0  # 7 s = 525 latent frames at 75 Hz (the paper)
-    silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter)
+    silence_rms: float = 0.01  # drop chunks where any source's RMS is below this (the paper's filter); `ucr codec
+    # train` redraws mixture excerpts quieter than this (a silent one diverges its spectral-convergence loss)
     # delay each chunk's start by 0 <= d < start_jitter samples (fixed per track and chunk; 0 = off, the paper).
     # Rendered MIDI puts every onset on the synthesiser's 64-sample block grid, which a codec hop of 320 samples
     # keeps in step with the latent frames; a model learns that grid and fails on audio off it (research log W).

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ucr import storage
+from ucr import audio, storage
 from ucr.codec.evaluate import multi_resolution_stft_distance
 
 RUN_EXPORT_FOLDER = "encodec"  # RUN/encodec/: the save_pretrained folder codec.weights points at
@@ -104,7 +104,7 @@ def excerpt_batch(mixtures: list[np.ndarray], batch: int, length: int, seed: int
             wave = mixtures[int(rng.integers(0, len(mixtures)))]
             start = int(rng.integers(0, wave.shape[-1] - length + 1))
             excerpt = wave[start:start + length]
-            if min_rms <= 0.0 or float(np.sqrt(np.mean(np.square(excerpt, dtype=np.float64)))) >= min_rms:
+            if min_rms <= 0.0 or audio.rms(excerpt) >= min_rms:
                 break
         else:
             raise ValueError(f"{max_tries} random excerpts of {length} samples in a row were all quieter than RMS "
