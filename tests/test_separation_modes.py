@@ -489,3 +489,26 @@ def test_component_bands_limit_what_each_encoder_reads():
     with pytest.raises(ValueError, match="no latent channel lies in"):
         build_decomposer(load_config("smoke", {"model.component_bands": [[1, 2], [0, 250]]}).model, len(hz),
                          channel_hz=hz)
+
+
+def test_chorales_preset_bands_hold_with_eight_channel_codes():
+    """The `chorales` preset (8 channels per code, a band per encoder, both codes at the full frame rate): z is
+    [B, 2, 8, T], and each code still ignores the other band's channels in all 8 of its channels."""
+    from ucr.codec import build_codec, channel_frequencies
+    from ucr.decomposer import build_decomposer
+
+    config = load_config("chorales")
+    hz = channel_frequencies(config.codec)
+    assert len(hz) == build_codec(config.codec).channels == 641
+    model = build_decomposer(config.model, len(hz), channel_hz=hz).eval()
+    x = torch.randn(2, len(hz), 16)
+    low, high = x.clone(), x.clone()
+    low[:, :14] += torch.randn(2, 14, 16)  # below 250 Hz: the bass encoder's band
+    high[:, 14:] += torch.randn(2, len(hz) - 14, 16)
+    with torch.no_grad():
+        z, z_low, z_high = model.encoders(x), model.encoders(low), model.encoders(high)
+    assert z.shape == (2, 2, 8, 16)
+    torch.testing.assert_close(z_low[:, 0], z[:, 0])
+    torch.testing.assert_close(z_high[:, 1], z[:, 1])
+    assert (z_low[:, 1] - z[:, 1]).abs().amax(dim=(0, 2)).min() > 1e-4  # every channel of z_1 reads the low band
+    assert (z_high[:, 0] - z[:, 0]).abs().amax(dim=(0, 2)).min() > 1e-4
