@@ -452,6 +452,17 @@ def test_the_shift_trick_averages_framings_and_undoes_its_delays():
         load_config("smoke", {"diffusion.shifts": 0})
 
 
+def _codes_with_one_band_changed(model, channels: int):
+    """The encoders' codes ``[B, K, Cz, T]`` of a random latent ``[2, channels, 16]`` (stft_mag at hop 640), of the
+    same latent with only its channels below 250 Hz (0-13) changed, and with only those from 250 Hz up changed."""
+    x = torch.randn(2, channels, 16)
+    low, high = x.clone(), x.clone()
+    low[:, :14] += torch.randn(2, 14, 16)
+    high[:, 14:] += torch.randn(2, channels - 14, 16)
+    with torch.no_grad():
+        return model.encoders(x), model.encoders(low), model.encoders(high)
+
+
 def test_component_bands_limit_what_each_encoder_reads():
     """With bands, z_0 ignores every latent channel below 250 Hz and z_1 every channel from 250 Hz up (stft_mag at hop
     640: channel c is c x 18.75 Hz, so channels 0-13 are below); the codec's channel frequencies follow its framing."""
@@ -469,12 +480,7 @@ def test_component_bands_limit_what_each_encoder_reads():
 
     config = load_config("smoke", {"model.component_bands": [[250, 12000], [0, 250]]}).model
     model = build_decomposer(config, len(hz), channel_hz=hz).eval()
-    x = torch.randn(2, len(hz), 16)
-    low, high = x.clone(), x.clone()
-    low[:, :14] += torch.randn(2, 14, 16)  # only below 250 Hz changes
-    high[:, 14:] += torch.randn(2, len(hz) - 14, 16)  # only from 250 Hz up
-    with torch.no_grad():
-        z, z_low, z_high = model.encoders(x), model.encoders(low), model.encoders(high)  # [B, K, 1, T]
+    z, z_low, z_high = _codes_with_one_band_changed(model, len(hz))  # [B, K, 1, T]
     torch.testing.assert_close(z_low[:, 0], z[:, 0])
     torch.testing.assert_close(z_high[:, 1], z[:, 1])
     assert (z_low[:, 1] - z[:, 1]).abs().max() > 1e-4 and (z_high[:, 0] - z[:, 0]).abs().max() > 1e-4
@@ -501,12 +507,7 @@ def test_chorales_preset_bands_hold_with_eight_channel_codes():
     hz = channel_frequencies(config.codec)
     assert len(hz) == build_codec(config.codec).channels == 641
     model = build_decomposer(config.model, len(hz), channel_hz=hz).eval()
-    x = torch.randn(2, len(hz), 16)
-    low, high = x.clone(), x.clone()
-    low[:, :14] += torch.randn(2, 14, 16)  # below 250 Hz: the bass encoder's band
-    high[:, 14:] += torch.randn(2, len(hz) - 14, 16)
-    with torch.no_grad():
-        z, z_low, z_high = model.encoders(x), model.encoders(low), model.encoders(high)
+    z, z_low, z_high = _codes_with_one_band_changed(model, len(hz))
     assert z.shape == (2, 2, 8, 16)
     torch.testing.assert_close(z_low[:, 0], z[:, 0])
     torch.testing.assert_close(z_high[:, 1], z[:, 1])
