@@ -322,18 +322,39 @@ def loss_curve_png(steps: list[int], values: list[float], title: str, label: str
     return buffer.getvalue()
 
 
+def latents_root(args, paths: dict) -> str:
+    """The latent cache root a decomposer / supervised / prior run reads: ``--latents`` (a folder or s3:// URI
+    holding ``train/`` and, for the quick validation score, ``validation/``, as ``ucr data encode`` or
+    ``jobs.encode`` write them), else the experiment's own ``OUT/latents``."""
+    latents = getattr(args, "latents", None)
+    return storage.absolute(latents) if latents else paths["latents"]
+
+
+def training_input(args, paths: dict, kind: str) -> str:
+    """What the run trains on: the audio dataset for a codec (``--data``, else the experiment's rendered data),
+    else the latent cache's train split — refused here, before a run is opened or Ray started, when it is not there
+    (a sentence that says how to make it or where to point)."""
+    if kind == "codec":
+        return storage.absolute(getattr(args, "data", None) or paths["data"])
+    from ucr.data.latents import resolve_cache
+
+    root = latents_root(args, paths)
+    try:
+        return resolve_cache(root, "train")
+    except ValueError as err:
+        raise ValueError(f"{err}; or run `python -m jobs.encode` for this experiment first, or pass --latents "
+                         f"with the root of an existing cache (the folder holding train/)") from None
+
+
 def run(args, kind: str = "decomposer") -> dict:
     config = common.config_from(args)
     root = common.experiment_root(args, config)
     paths = common.layout(root)
     stage = {"decomposer": "train", "supervised": "train-supervised", "prior": "prior", "codec": "codec"}[kind]
+    cache = training_input(args, paths, kind)
     with common.stage_run(args, config, stage) as child:
         common.init_ray(args.address)
         run_uri = paths["supervised" if kind == "supervised" else kind]
-        if kind == "codec":  # trained on audio: --data, else the experiment's rendered data
-            cache = storage.absolute(getattr(args, "data", None) or paths["data"])
-        else:
-            cache = storage.join(paths["latents"], "train")
         decomposer = storage.join(paths["decomposer"], "final.pt") if kind == "prior" else None
         trainer = make_torch_trainer(kind, config, cache, run_uri, paths["ray"],
                                      name=f"{common.run_name(args, config)}-{kind}", workers=args.workers,
@@ -341,7 +362,7 @@ def run(args, kind: str = "decomposer") -> dict:
                                      max_failures=args.max_failures, decomposer=decomposer,
                                      mlflow_run_id=child.info.run_id, quiet=args.quiet,
                                      placement_strategy=args.placement_strategy,
-                                     extra_loop_config=validation_settings(args, config, paths["latents"], kind))
+                                     extra_loop_config=validation_settings(args, config, latents_root(args, paths), kind))
         result = trainer.fit()
         if result.error:
             raise result.error
@@ -358,6 +379,9 @@ def parser():
     parser = common.base_parser(__doc__)
     add_scaling_args(parser)
     add_validation_args(parser)
+    parser.add_argument("--latents", default=None, metavar="URI",
+                        help="latent cache root (folder or s3://) holding train/ and, for the validation score, "
+                             "validation/, as `ucr data encode` or jobs.encode write them; default: OUT/latents")
     parser.add_argument("--supervised", action="store_true",
                         help="train the supervised reference instead (needs a train cache with stems: "
                              "`ucr data encode --with-stems` or `jobs.encode --with-stems`)")

@@ -334,3 +334,33 @@ def test_run_names_that_would_break_a_filter_or_a_folder_are_refused(name, capsy
     with pytest.raises(ValueError, match="may hold only letters"):
         run_name(preset_named, type("Config", (), {"name": name})())
     assert checked_run_name("sweep-demo_2.1") == "sweep-demo_2.1"
+
+
+def test_train_job_reads_the_latents_it_is_given_and_refuses_a_missing_cache(tmp_path, slakh_root):
+    """``--latents`` points a train / prior job at a cache encoded outside its experiment folder (the validation
+    split comes from the same root); without it the job reads OUT/latents; a cache that is not there is refused
+    before a run is opened or Ray started, with what to do."""
+    from jobs import common, train
+    from ucr.codec import MDCTCodec
+    from ucr.config import load_config
+    from ucr.data.latents import EncodeSettings, encode_split
+
+    root = tmp_path / "encoded"
+    for split in ("train", "validation"):
+        encode_split(EncodeSettings.from_config(load_config("smoke"), str(slakh_root), split, True, 1),
+                     MDCTCodec(), str(root / split), progress=False)
+    out = tmp_path / "exp"
+    args = train.parser().parse_args(["--preset", "smoke", "--out", str(out), "--latents", str(root)])
+    config = common.config_from(args)
+    paths = common.layout(common.experiment_root(args, config))
+    assert train.training_input(args, paths, "decomposer") == str(root / "train")
+    settings = train.validation_settings(args, config, train.latents_root(args, paths), "decomposer")
+    assert settings["val_cache"] == str(root / "validation")
+
+    default = train.parser().parse_args(["--preset", "smoke", "--out", str(out)])
+    with pytest.raises(ValueError, match="pass --latents") as refused:
+        train.training_input(default, paths, "prior")
+    assert str(out / "latents") in str(refused.value) and "jobs.encode" in str(refused.value)
+    with pytest.raises(ValueError, match="no latent cache"):
+        train.run(default)  # refused before MLflow or Ray: nothing of the experiment is created
+    assert not out.exists()
