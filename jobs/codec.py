@@ -23,7 +23,7 @@ def parser():
 
 
 def main() -> None:
-    train_job.run(parser().parse_args(), kind="codec")
+    common.run_main(lambda: train_job.run(parser().parse_args(), kind="codec"))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,16 @@ def program_name() -> str:
     return script.name
 
 
+def run_main(entry) -> None:
+    """A job's entry point ``entry()``: a ValueError (a bad preset, override, path or setting, whose message says what
+    to change) ends the job with ``error: <message>`` and exit status 1 instead of a traceback, as ``ucr`` and
+    ``tune.sweep`` do; any other exception keeps its traceback."""
+    try:
+        entry()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
 def base_parser(description: str, preset_default: str | None = "demo",
                 preset_help: str = "shipped preset or YAML path (default: demo)") -> argparse.ArgumentParser:
     """The arguments every job takes; ``description`` (the module docstring) keeps its line breaks and examples."""

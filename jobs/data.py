@@ -71,7 +71,7 @@ def run(args) -> dict:
 
 
 def main() -> None:
-    run(common.base_parser(__doc__).parse_args())
+    common.run_main(lambda: run(common.base_parser(__doc__).parse_args()))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def _run(args, console) -> dict:
 
 
 def main() -> None:
-    run(parser().parse_args())
+    common.run_main(lambda: run(parser().parse_args()))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-from jobs import train
+from jobs import common, train
 
 
 def main() -> None:
     parser = train.parser()
     parser.description = __doc__
-    train.run(parser.parse_args(), kind="prior")
+    common.run_main(lambda: train.run(parser.parse_args(), kind="prior"))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def parser():
 
 
 def main() -> None:
-    run(parser().parse_args())
+    common.run_main(lambda: run(parser().parse_args()))
 
 
 if __name__ == "__main__":

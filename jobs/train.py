@@ -390,7 +390,7 @@ def parser():
 
 def main() -> None:
     args = parser().parse_args()
-    run(args, kind="supervised" if args.supervised else "decomposer")
+    common.run_main(lambda: run(args, kind="supervised" if args.supervised else "decomposer"))
 
 
 if __name__ == "__main__":

@@ -364,3 +364,21 @@ def test_train_job_reads_the_latents_it_is_given_and_refuses_a_missing_cache(tmp
     with pytest.raises(ValueError, match="no latent cache"):
         train.run(default)  # refused before MLflow or Ray: nothing of the experiment is created
     assert not out.exists()
+
+
+@pytest.mark.parametrize("stage, job_args, says", [
+    ("train", ["--preset", "smoke"], "no latent cache for split 'train'"),
+    ("prior", ["--preset", "smoke"], "pass --latents"),
+    ("pipeline", ["--preset", "smoke", "--set", "train.steps=-5"], "train.steps"),
+])
+def test_jobs_end_on_bad_input_with_a_sentence_not_a_traceback(stage, job_args, says, tmp_path):
+    """A job given what it cannot use (no latent cache, an impossible override) ends with status 1 and
+    ``error: <what to change>`` on stderr, as `ucr` does, and leaves no experiment folder behind."""
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *job_args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and says in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
