@@ -70,8 +70,12 @@ def run(args) -> dict:
         return result
 
 
+def parser():
+    return common.base_parser(__doc__)
+
+
 def main() -> None:
-    common.run_main(lambda: run(common.base_parser(__doc__).parse_args()))
+    common.run_main(lambda: run(parser().parse_args()))
 
 
 if __name__ == "__main__":

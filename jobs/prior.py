@@ -8,10 +8,15 @@ from __future__ import annotations
 from jobs import common, train
 
 
+def parser():
+    """The train job's arguments, described as this stage."""
+    prior_parser = train.parser()
+    prior_parser.description = __doc__
+    return prior_parser
+
+
 def main() -> None:
-    parser = train.parser()
-    parser.description = __doc__
-    common.run_main(lambda: train.run(parser.parse_args(), kind="prior"))
+    common.run_main(lambda: train.run(parser().parse_args(), kind="prior"))
 
 
 if __name__ == "__main__":

@@ -357,6 +357,7 @@ def readme_commands() -> list[str]:
 
 def test_every_readme_ucr_command_parses():
     """Flags that do not exist, or a missing argument, fail here (argparse exits 2)."""
+    import importlib
     import shlex
 
     from ucr.cli import build_parser
@@ -370,18 +371,7 @@ def test_every_readme_ucr_command_parses():
             continue
         parser.parse_args(words)
         if words[0] == "run":  # ucr hands the rest to `python -m jobs.STAGE`: its own parser must take it
-            stage_parser(words[1]).parse_args(words[2:])
-
-
-def stage_parser(stage: str):
-    """The argument parser of ``python -m jobs.STAGE`` (``prior`` shares the train job's; ``data`` the common one)."""
-    import importlib
-
-    from jobs import common
-
-    if stage == "data":
-        return common.base_parser(stage)
-    return importlib.import_module(f"jobs.{'train' if stage == 'prior' else stage}").parser()
+            importlib.import_module(f"jobs.{words[1]}").parser().parse_args(words[2:])
 
 
 def test_readme_separation_commands_and_python_api_run_as_written(tiny_model, workdir, capsys):
