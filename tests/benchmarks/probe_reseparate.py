@@ -19,8 +19,8 @@ import argparse
 import numpy as np
 import torch
 
+from tests.benchmarks.probe_seed_average import fixed_windowed_si_sdri, load_split
 from ucr import evaluate
-from ucr.data.latents import LatentCache
 from ucr.pipeline import Pipeline
 
 
@@ -33,19 +33,13 @@ def main() -> None:
     args = parser.parse_args()
     lams = [float(v) for v in args.lams.split(",")]
 
-    cache = LatentCache(args.data)
-    items = [cache.item(i) for i in range(cache.num_chunks)]
-    stems = np.stack([item["stem_waves"].numpy() for item in items])  # [N, S, L]
-    mixtures = np.stack([item["mixture_wave"].numpy() for item in items])  # [N, L]
-    latents = torch.stack([item["mixture"] for item in items])  # [N, C, T]
+    _cache, stems, mixtures, latents = load_split(args.data)  # [N, S, L], [N, L], [N, C, T]
     options = evaluate.EvalOptions(nmf=False)
     length = stems.shape[-1]
 
-    def score(name: str, waves: np.ndarray, sample_rate: int) -> str:
-        rows, used, _ = evaluate._score(evaluate.MethodOutputs(name, list(waves), labelled=False), stems, mixtures,
-                                        sample_rate, options)
-        return " / ".join(f"{row['si_sdri']['mean']:.2f}" for row in rows
-                          if row["matching"] == "fixed" and row["protocol"] == "windowed") + f" {used}"
+    def score(waves: np.ndarray, sample_rate: int) -> str:
+        means, used = fixed_windowed_si_sdri(waves, stems, mixtures, sample_rate)
+        return " / ".join(f"{m:.2f}" for m in means) + f" {used}"
 
     for uri in args.models:
         pipeline = Pipeline.from_pretrained(uri, device="cpu")
@@ -62,14 +56,14 @@ def main() -> None:
         second_changes = {"mode": args.second_mode} if args.second_mode else {}
         second = np.stack([separate(pipeline.codec.encode(torch.as_tensor(first[:, k:k + 1])), first[:, k],
                                     **second_changes) for k in range(K)], axis=1)  # [N, K (input), K (output), L]
-        print(f"{uri}: stage 1 {score('stage 1', first, pipeline.sample_rate)}", flush=True)
+        print(f"{uri}: stage 1 {score(first, pipeline.sample_rate)}", flush=True)
         print(f"  stage 2 keeps of each input (diagonal energy share): "
               f"{[round(float((second[:, k, k] ** 2).sum() / (first[:, k] ** 2).sum()), 3) for k in range(K)]}")
         for lam in lams:
             moved_in = second.sum(axis=1) - np.einsum("nkkl->nkl", second)  # sum_{j != k} s_jk
             moved_out = second.sum(axis=2) - np.einsum("nkkl->nkl", second)  # sum_{j != k} s_kj
             refined = first + lam * (moved_in - moved_out)
-            print(f"  re-separated, lam {lam:g}: {score('re-separated', refined, pipeline.sample_rate)}", flush=True)
+            print(f"  re-separated, lam {lam:g}: {score(refined, pipeline.sample_rate)}", flush=True)
 
 
 if __name__ == "__main__":

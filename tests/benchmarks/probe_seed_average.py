@@ -24,6 +24,26 @@ from ucr.data.latents import LatentCache
 from ucr.pipeline import Pipeline
 
 
+def load_split(path: str) -> tuple[LatentCache, np.ndarray, np.ndarray, torch.Tensor]:
+    """One split's cache (encoded with ``--with-stems``) -> the cache, ``stems [N, S, L]``, ``mixtures [N, L]`` and
+    the mixtures' latents ``[N, C, T]``."""
+    cache = LatentCache(path)
+    items = [cache.item(i) for i in range(cache.num_chunks)]
+    stems = np.stack([item["stem_waves"].numpy() for item in items])
+    mixtures = np.stack([item["mixture_wave"].numpy() for item in items])
+    latents = torch.stack([item["mixture"] for item in items])
+    return cache, stems, mixtures, latents
+
+
+def fixed_windowed_si_sdri(waves, stems: np.ndarray, mixtures: np.ndarray, sample_rate: int) -> tuple[np.ndarray, dict]:
+    """Component waves (``[K, L]`` per chunk) -> the mean windowed SI-SDRi per source ``[S]`` under the fixed
+    matching against the original stems (what ``ucr evaluate`` reports first), and the assignment used."""
+    rows, used, _ = evaluate._score(evaluate.MethodOutputs("probe", list(waves), labelled=False), stems, mixtures,
+                                    sample_rate, evaluate.EvalOptions(nmf=False))
+    return np.array([row["si_sdri"]["mean"] for row in rows
+                     if row["matching"] == "fixed" and row["protocol"] == "windowed"]), used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="checkpoints, one per training")
@@ -31,19 +51,12 @@ def main() -> None:
     parser.add_argument("--pairs", action="store_true", help="also score every pair of models averaged")
     args = parser.parse_args()
 
-    cache = LatentCache(args.data)
-    items = [cache.item(i) for i in range(cache.num_chunks)]
-    stems = np.stack([item["stem_waves"].numpy() for item in items])  # [N, S, L]
-    mixtures = np.stack([item["mixture_wave"].numpy() for item in items])  # [N, L]
-    latents = torch.stack([item["mixture"] for item in items])  # [N, C, T]
+    cache, stems, mixtures, latents = load_split(args.data)
     options = evaluate.EvalOptions(nmf=False)
 
     def score(name: str, waves: list[np.ndarray], sample_rate: int) -> np.ndarray:
         """Prints and returns the mean windowed SI-SDRi per source ``[S]``."""
-        rows, used, _ = evaluate._score(evaluate.MethodOutputs(name, waves, labelled=False), stems, mixtures,
-                                        sample_rate, options)
-        means = np.array([row["si_sdri"]["mean"] for row in rows
-                          if row["matching"] == "fixed" and row["protocol"] == "windowed"])
+        means, used = fixed_windowed_si_sdri(waves, stems, mixtures, sample_rate)
         print(f"{name}: SI-SDRi {' / '.join(f'{m:.2f}' for m in means)} ({' / '.join(cache.sources)}), "
               f"assignment {used}", flush=True)
         return means
@@ -57,7 +70,7 @@ def main() -> None:
                                              sample_rate=pipeline.sample_rate)
         per_model.append(waves)
         singles.append(score(uri, waves, pipeline.sample_rate))
-    average = [np.mean([waves[i] for waves in per_model], axis=0) for i in range(len(items))]
+    average = [np.mean([waves[i] for waves in per_model], axis=0) for i in range(len(stems))]
     score("average of the models", average, pipeline.sample_rate)
     if args.pairs and len(per_model) > 2:
         over_mean, over_best = [], []
