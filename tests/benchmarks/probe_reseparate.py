@@ -19,8 +19,7 @@ import argparse
 import numpy as np
 import torch
 
-from tests.benchmarks.probe_seed_average import fixed_windowed_si_sdri, load_split
-from ucr import evaluate
+from tests.benchmarks.probe_seed_average import fixed_windowed_si_sdri, load_split, separate_as_stored
 from ucr.pipeline import Pipeline
 
 
@@ -34,7 +33,6 @@ def main() -> None:
     lams = [float(v) for v in args.lams.split(",")]
 
     _cache, stems, mixtures, latents = load_split(args.data)  # [N, S, L], [N, L], [N, C, T]
-    options = evaluate.EvalOptions(nmf=False)
     length = stems.shape[-1]
 
     def score(waves: np.ndarray, sample_rate: int) -> str:
@@ -43,25 +41,22 @@ def main() -> None:
 
     for uri in args.models:
         pipeline = Pipeline.from_pretrained(uri, device="cpu")
-        settings = evaluate._settings(pipeline, options)
 
         def separate(latents: torch.Tensor, waves: np.ndarray, **changes) -> np.ndarray:  # -> [N, K, L]
-            out, _ = evaluate._separate_chunks(pipeline.model, pipeline.codec, latents, options.steps, options.seed,
-                                               options.batch_size, length, **{**settings, **changes},
-                                               mixtures=waves, sample_rate=pipeline.sample_rate)
-            return np.stack(out)
+            return np.stack(separate_as_stored(pipeline, latents, waves, length, **changes))
 
         first = separate(latents, mixtures)  # [N, K, L]
         K = first.shape[1]
         second_changes = {"mode": args.second_mode} if args.second_mode else {}
         second = np.stack([separate(pipeline.codec.encode(torch.as_tensor(first[:, k:k + 1])), first[:, k],
                                     **second_changes) for k in range(K)], axis=1)  # [N, K (input), K (output), L]
+        kept = np.einsum("nkkl->nkl", second)  # s_kk
         print(f"{uri}: stage 1 {score(first, pipeline.sample_rate)}", flush=True)
         print(f"  stage 2 keeps of each input (diagonal energy share): "
-              f"{[round(float((second[:, k, k] ** 2).sum() / (first[:, k] ** 2).sum()), 3) for k in range(K)]}")
+              f"{[round(float((kept[:, k] ** 2).sum() / (first[:, k] ** 2).sum()), 3) for k in range(K)]}")
+        moved_in = second.sum(axis=1) - kept  # sum_{j != k} s_jk
+        moved_out = second.sum(axis=2) - kept  # sum_{j != k} s_kj
         for lam in lams:
-            moved_in = second.sum(axis=1) - np.einsum("nkkl->nkl", second)  # sum_{j != k} s_jk
-            moved_out = second.sum(axis=2) - np.einsum("nkkl->nkl", second)  # sum_{j != k} s_kj
             refined = first + lam * (moved_in - moved_out)
             print(f"  re-separated, lam {lam:g}: {score(refined, pipeline.sample_rate)}", flush=True)
 

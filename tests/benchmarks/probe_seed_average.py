@@ -44,6 +44,19 @@ def fixed_windowed_si_sdri(waves, stems: np.ndarray, mixtures: np.ndarray, sampl
                      if row["matching"] == "fixed" and row["protocol"] == "windowed"]), used
 
 
+def separate_as_stored(pipeline: Pipeline, latents: torch.Tensor, mixtures: np.ndarray, length: int,
+                       **changes) -> list[np.ndarray]:
+    """``pipeline``'s separation of ``mixtures [N, L]`` (latents ``[N, C, T]``) with its stored settings (mode,
+    alpha*, shifts, ...; ``changes`` override some), as ``ucr evaluate`` runs it -> component waves ``[K, length]``
+    per chunk."""
+    options = evaluate.EvalOptions(nmf=False)
+    waves, _ = evaluate._separate_chunks(pipeline.model, pipeline.codec, latents, options.steps, options.seed,
+                                         options.batch_size, length,
+                                         **{**evaluate._settings(pipeline, options), **changes},
+                                         mixtures=mixtures, sample_rate=pipeline.sample_rate)
+    return waves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="checkpoints, one per training")
@@ -52,7 +65,6 @@ def main() -> None:
     args = parser.parse_args()
 
     cache, stems, mixtures, latents = load_split(args.data)
-    options = evaluate.EvalOptions(nmf=False)
 
     def score(name: str, waves: list[np.ndarray], sample_rate: int) -> np.ndarray:
         """Prints and returns the mean windowed SI-SDRi per source ``[S]``."""
@@ -64,10 +76,7 @@ def main() -> None:
     per_model, singles = [], []
     for uri in args.models:
         pipeline = Pipeline.from_pretrained(uri, device="cpu")
-        waves, _ = evaluate._separate_chunks(pipeline.model, pipeline.codec, latents, options.steps, options.seed,
-                                             options.batch_size, stems.shape[-1],
-                                             **evaluate._settings(pipeline, options), mixtures=mixtures,
-                                             sample_rate=pipeline.sample_rate)
+        waves = separate_as_stored(pipeline, latents, mixtures, stems.shape[-1])
         per_model.append(waves)
         singles.append(score(uri, waves, pipeline.sample_rate))
     average = [np.mean([waves[i] for waves in per_model], axis=0) for i in range(len(stems))]
